@@ -1,0 +1,239 @@
+"""The autograd machinery: grad mode, the Function base class, the op registry,
+the one broadcast-reducing helper, and gradcheck.
+
+An op is one ``Function`` subclass whose ``forward`` computes the output from
+arrays and whose ``backward`` turns the output's gradient into one gradient per
+input, right beside it. ``@register("name")`` makes it a Tensor method.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any, Callable, Sequence
+
+from ember.backend import xp
+from ember.tensor import Tensor, as_tensor_like
+
+__all__ = ["Function", "register", "register_composed", "REGISTRY", "FUNCTIONS", "unbroadcast", "no_grad",
+           "enable_grad", "set_grad_enabled", "is_grad_enabled", "gradcheck", "GradcheckError"]
+
+
+# ---------------------------------------------------------------- grad mode
+class _GradMode(threading.local):
+    enabled = True
+
+
+_mode = _GradMode()
+
+
+def is_grad_enabled() -> bool:
+    return _mode.enabled
+
+
+class set_grad_enabled:
+    """Context manager and decorator that switches graph recording on or off.
+
+    >>> with ember.set_grad_enabled(False):
+    ...     y = x * 2          # y.requires_grad is False
+    """
+
+    def __init__(self, mode: bool = True) -> None:
+        self.mode = mode
+
+    def __enter__(self) -> None:
+        self.prev = _mode.enabled
+        _mode.enabled = self.mode
+
+    def __exit__(self, *exc: Any) -> None:
+        _mode.enabled = self.prev
+
+    def __call__(self, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self.__class__(self.mode):
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class no_grad(set_grad_enabled):
+    """Record no graph inside: ``with ember.no_grad(): ...`` or ``@ember.no_grad()``."""
+
+    def __init__(self) -> None:
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    """Record the graph again, e.g. inside a ``no_grad`` block."""
+
+    def __init__(self) -> None:
+        super().__init__(True)
+
+
+# ---------------------------------------------------------------- broadcasting
+def unbroadcast(grad, shape: tuple) -> Any:
+    """Sum ``grad`` down to ``shape``: the adjoint of NumPy broadcasting.
+
+    Every op whose forward broadcasts its inputs sends its gradients here.
+    """
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(
+        i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
+    grad = grad.sum(axis=axes, keepdims=True) if axes else grad
+    return grad.reshape(shape)
+
+
+# ---------------------------------------------------------------- Function
+class Function:
+    """Base class of every differentiable op.
+
+    Subclasses define ``forward(*arrays, *attrs, **kwattrs) -> array`` and
+    ``backward(grad) -> gradient per tensor input`` (``None`` where an input
+    needs none). ``arity`` is how many leading positional arguments are tensor
+    inputs (``None``: all of them). Python numbers among the inputs are lifted to
+    constant tensors of the other inputs' dtype, as torch does.
+    """
+
+    arity: int | None = 1
+    differentiable = True
+    name = "Function"
+
+    def save(self, *arrays: Any) -> None:
+        """Keep arrays for backward; they are freed after backward unless retained."""
+        self.saved = arrays
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def backward(self, grad: Any) -> Any:
+        raise NotImplementedError(f"{self.name} has no backward")
+
+    def release(self) -> None:
+        """Drop the arrays saved for backward (called after a backward pass)."""
+        self.saved = None
+        self.released = True
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
+        k = len(args) if cls.arity is None else cls.arity
+        inputs = as_tensor_like(args[:k])
+        fn = cls()
+        fn.released = False
+        try:
+            out = fn.forward(*[t.array for t in inputs], *args[k:], **kwargs)
+        except (ValueError, IndexError) as err:
+            shapes = " and ".join(str(tuple(t.shape)) for t in inputs)
+            raise type(err)(f"{cls.name}: {err} (input shapes {shapes})") from None
+        needs = cls.differentiable and _mode.enabled and any(t.requires_grad for t in inputs)
+        if not needs:
+            return Tensor._make(out, False, None)
+        fn.parents = inputs
+        fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
+        fn.attrs = (args[k:], kwargs)  # kept for graph pictures and ONNX export
+        return Tensor._make(out, True, fn)
+
+    def __repr__(self) -> str:
+        return f"<{self.name}Backward>"
+
+
+# ---------------------------------------------------------------- registry
+REGISTRY: dict[str, Any] = {}
+"""Every op by its canonical name: a Function subclass or a composed function.
+The op test table must have a row for each (tests/test_ops.py checks it)."""
+
+FUNCTIONS: dict[str, Callable] = {}
+"""The public functional form of each op, exported as ``ember.<name>``."""
+
+
+def _install(name: str, impl: Any, aliases: Sequence[str], method: Callable | None) -> None:
+    if name in REGISTRY:
+        raise RuntimeError(f"op {name!r} is registered twice")
+    REGISTRY[name] = impl
+    FUNCTIONS[name] = impl.apply if isinstance(impl, type) else impl
+    if method is not None:
+        for attr in (name, *aliases):
+            setattr(Tensor, attr, method)
+
+
+def register(name: str, *aliases: str, method: bool = True) -> Callable:
+    """Class decorator: name an op and make it a Tensor method (``x.exp()``).
+
+    ``aliases`` are further method names (``__add__``), ``method=False`` keeps
+    it off Tensor (for ops whose first argument is not the tensor).
+    """
+    def deco(cls: type[Function]) -> type[Function]:
+        cls.name = cls.__name__
+        _install(name, cls, aliases, (lambda *a, **kw: cls.apply(*a, **kw)) if method else None)
+        return cls
+    return deco
+
+
+def register_composed(name: str, *aliases: str, method: bool = True) -> Callable:
+    """Function decorator for ops composed of primitives: they need no backward."""
+    def deco(fn: Callable) -> Callable:
+        _install(name, fn, aliases, fn if method else None)
+        return fn
+    return deco
+
+
+# ---------------------------------------------------------------- gradcheck
+class GradcheckError(RuntimeError):
+    """Backprop and central differences disagree."""
+
+
+def _as_list(out: Any) -> list:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def gradcheck(fn: Callable, inputs: Sequence[Tensor], eps: float = 1e-6, atol: float = 1e-5,
+              rtol: float = 1e-3, seed: int = 0) -> bool:
+    """Compare backprop with central differences, in float64.
+
+    The outputs are projected on a fixed random direction ``v`` so one backward
+    gives ``v^T J`` for every input; each element is then perturbed by ``±eps``.
+    Returns True, or raises GradcheckError naming the worst element.
+
+    >>> x = ember.randn(3, dtype=ember.float64, requires_grad=True)
+    >>> ember.autograd.gradcheck(lambda t: t.tanh(), [x])
+    True
+    """
+    inputs = [t for t in inputs]
+    for t in inputs:
+        if t.dtype != xp.float64:
+            raise GradcheckError(f"gradcheck: inputs must be float64, got {t.dtype}")
+    rng = xp.random.default_rng(seed)
+    outs = [o for o in _as_list(fn(*inputs)) if o.requires_grad]
+    dirs = [rng.standard_normal(o.shape) for o in outs]
+
+    def projected() -> float:
+        with no_grad():
+            vals = [o for o in _as_list(fn(*inputs)) if o.dtype.kind == "f"]
+        return sum(float((v.array * d).sum()) for v, d in zip(vals, dirs))
+
+    for t in inputs:
+        t.grad = None
+    total = sum((o * Tensor(d)).sum() for o, d in zip(outs, dirs))
+    total.backward()
+    for i, t in enumerate(inputs):
+        if not t.requires_grad:
+            continue
+        analytic = t.grad.array if t.grad is not None else xp.zeros(t.shape)
+        numeric = xp.zeros(t.shape)
+        flat = t.array.reshape(-1)
+        for j in range(flat.size):
+            orig = flat[j]
+            flat[j] = orig + eps
+            plus = projected()
+            flat[j] = orig - eps
+            minus = projected()
+            flat[j] = orig
+            numeric.reshape(-1)[j] = (plus - minus) / (2 * eps)
+        err = xp.abs(analytic - numeric) - (atol + rtol * xp.abs(numeric))
+        if err.size and err.max() > 0:
+            worst = xp.unravel_index(int(err.argmax()), err.shape)
+            raise GradcheckError(
+                f"gradcheck: input {i}, element {tuple(int(w) for w in worst)}: backprop gives "
+                f"{analytic[worst]:.8g}, central differences give {numeric[worst]:.8g}")
+    return True

@@ -1,0 +1,3 @@
+"""Neural-network building blocks."""
+
+from ember.nn import functional  # noqa: F401

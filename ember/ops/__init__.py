@@ -1,0 +1,4 @@
+"""Primitive op classes by family. Importing this package registers every op
+as a Tensor method and an ``ember.<name>`` function."""
+
+from ember.ops import arithmetic, elementwise, index, reduce, shape  # noqa: F401

@@ -1,0 +1,275 @@
+"""Elementwise maths and activations, each with its local derivative beside it.
+
+Numerically stable by construction: sigmoid never exponentiates a large
+positive number, softplus goes through log1p(exp(-|x|)).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ember.autograd import Function, register, register_composed
+from ember.backend import xp
+from ember.tensor import Tensor
+
+try:  # SciPy's erf is fast; the fallback is exact but slower. NumPy stays the only requirement.
+    from scipy.special import erf as _erf
+except ImportError:  # pragma: no cover - depends on the environment
+    _erf = xp.vectorize(math.erf, otypes=[xp.float64])
+
+_SQRT_2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@register("exp")
+class Exp(Function):
+    def forward(self, a):
+        with xp.errstate(over="ignore"):
+            out = xp.exp(a)
+        self.save(out)
+        return out
+
+    def backward(self, g):  # d e^a / da = e^a
+        return g * self.saved[0]
+
+
+@register("log")
+class Log(Function):
+    def forward(self, a):
+        self.save(a)
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            return xp.log(a)  # log(0) = -inf, log(<0) = nan: NumPy's and torch's answer
+
+    def backward(self, g):  # d ln a / da = 1/a
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            return g / self.saved[0]
+
+
+@register("log1p")
+class Log1p(Function):
+    def forward(self, a):
+        self.save(a)
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            return xp.log1p(a)
+
+    def backward(self, g):  # d ln(1+a) / da = 1/(1+a)
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            return g / (1 + self.saved[0])
+
+
+@register("expm1")
+class Expm1(Function):
+    def forward(self, a):
+        with xp.errstate(over="ignore"):
+            out = xp.expm1(a)
+        self.save(out)
+        return out
+
+    def backward(self, g):  # d (e^a - 1) / da = e^a = out + 1
+        return g * (self.saved[0] + 1)
+
+
+@register("sqrt")
+class Sqrt(Function):
+    def forward(self, a):
+        with xp.errstate(invalid="ignore"):
+            out = xp.sqrt(a)
+        self.save(out)
+        return out
+
+    def backward(self, g):  # d sqrt(a) / da = 1 / (2 sqrt(a))
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            return g / (2 * self.saved[0])
+
+
+@register_composed("rsqrt")
+def rsqrt(x: Tensor) -> Tensor:
+    """``1 / sqrt(x)``."""
+    return x.sqrt().reciprocal()
+
+
+@register("sin")
+class Sin(Function):
+    def forward(self, a):
+        self.save(a)
+        return xp.sin(a)
+
+    def backward(self, g):  # d sin a / da = cos a
+        return g * xp.cos(self.saved[0])
+
+
+@register("cos")
+class Cos(Function):
+    def forward(self, a):
+        self.save(a)
+        return xp.cos(a)
+
+    def backward(self, g):  # d cos a / da = -sin a
+        return -g * xp.sin(self.saved[0])
+
+
+@register("tanh")
+class Tanh(Function):
+    def forward(self, a):
+        out = xp.tanh(a)
+        self.save(out)
+        return out
+
+    def backward(self, g):  # d tanh a / da = 1 - tanh^2 a
+        out = self.saved[0]
+        return g * (1 - out * out)
+
+
+def stable_sigmoid(a):
+    """1/(1+e^-a) without overflow: exponentiate only -|a|."""
+    e = xp.exp(-xp.abs(a))
+    return xp.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
+
+
+@register("sigmoid")
+class Sigmoid(Function):
+    def forward(self, a):
+        out = stable_sigmoid(a)
+        self.save(out)
+        return out
+
+    def backward(self, g):  # d s(a) / da = s(a) (1 - s(a))
+        out = self.saved[0]
+        return g * out * (1 - out)
+
+
+@register("relu")
+class Relu(Function):
+    def forward(self, a):
+        out = xp.maximum(a, 0)
+        self.save(out)
+        return out
+
+    def backward(self, g):  # 1 where a > 0, else 0 (0 at 0, as in torch)
+        return g * (self.saved[0] > 0)
+
+
+@register("leaky_relu")
+class LeakyRelu(Function):
+    def forward(self, a, negative_slope=0.01):
+        self.save(a)
+        self.slope = negative_slope
+        return xp.where(a > 0, a, a * negative_slope)
+
+    def backward(self, g):  # 1 where a > 0, else the slope
+        return g * xp.where(self.saved[0] > 0, 1.0, self.slope).astype(g.dtype)
+
+
+@register("elu")
+class Elu(Function):
+    def forward(self, a, alpha=1.0):
+        self.alpha = alpha
+        with xp.errstate(over="ignore"):
+            out = xp.where(a > 0, a, alpha * xp.expm1(xp.minimum(a, 0)))
+        self.save(a, out)
+        return out
+
+    def backward(self, g):  # 1 where a > 0, else alpha e^a = out + alpha
+        a, out = self.saved
+        return g * xp.where(a > 0, 1.0, out + self.alpha).astype(g.dtype)
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@register_composed("selu")
+def selu(x: Tensor) -> Tensor:
+    """``scale * elu(x, alpha)`` with the self-normalising constants."""
+    return x.elu(_SELU_ALPHA) * _SELU_SCALE
+
+
+@register("gelu")
+class Gelu(Function):
+    """GELU, exact (``x Φ(x)``) or with ``approximate='tanh'``."""
+
+    def forward(self, a, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+        self.save(a)
+        if approximate == "tanh":
+            return 0.5 * a * (1 + xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a ** 3)))
+        return (0.5 * a * (1 + _erf(a / _SQRT_2))).astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        (a,) = self.saved
+        if self.approximate == "tanh":  # product rule through tanh(k (a + c a^3))
+            inner = _SQRT_2_OVER_PI * (a + 0.044715 * a ** 3)
+            t = xp.tanh(inner)
+            d_inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
+            return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * d_inner)
+        cdf = 0.5 * (1 + _erf(a / _SQRT_2))  # d (a Φ(a)) / da = Φ(a) + a φ(a)
+        pdf = _INV_SQRT_2PI * xp.exp(-0.5 * a * a)
+        return (g * (cdf + a * pdf)).astype(g.dtype, copy=False)
+
+
+@register_composed("silu", "swish")
+def silu(x: Tensor) -> Tensor:
+    """``x * sigmoid(x)``."""
+    return x * x.sigmoid()
+
+
+@register("softplus")
+class Softplus(Function):
+    """``log(1 + e^(beta x)) / beta``; linear above ``threshold`` as in torch."""
+
+    def forward(self, a, beta=1.0, threshold=20.0):
+        self.beta, self.threshold = beta, threshold
+        z = a * beta
+        self.save(z)
+        soft = (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))) / beta
+        return xp.where(z > threshold, a, soft).astype(a.dtype, copy=False)
+
+    def backward(self, g):  # d/da = sigmoid(beta a), and 1 in the linear part
+        z = self.saved[0]
+        return g * xp.where(z > self.threshold, 1.0, stable_sigmoid(z)).astype(g.dtype)
+
+
+@register("hardtanh")
+class Hardtanh(Function):
+    def forward(self, a, min_val=-1.0, max_val=1.0):
+        if max_val < min_val:
+            raise ValueError(f"hardtanh: max_val ({max_val}) must not be below min_val ({min_val})")
+        self.save(a)
+        self.bounds = (min_val, max_val)
+        return xp.clip(a, min_val, max_val).astype(a.dtype, copy=False)
+
+    def backward(self, g):  # 1 strictly inside (min, max), else 0 (torch's convention)
+        (a,) = self.saved
+        lo, hi = self.bounds
+        return g * ((a > lo) & (a < hi))
+
+
+@register_composed("relu6")
+def relu6(x: Tensor) -> Tensor:
+    """``min(max(x, 0), 6)``."""
+    return x.hardtanh(0.0, 6.0)
+
+
+@register("cast", "astype")
+class Cast(Function):
+    """A dtype conversion; the gradient is cast back. Casting to an integer
+    type cuts the graph, as in torch."""
+
+    def forward(self, a, dtype):
+        from ember.dtypes import to_dtype
+        target = to_dtype(dtype)
+        self.source = a.dtype
+        return a.astype(target, copy=False)
+
+    def backward(self, g):
+        return g.astype(self.source)
+
+    @classmethod
+    def apply(cls, x, dtype):
+        out = super().apply(x, dtype)
+        if out.dtype.kind != "f" and out.requires_grad:
+            return out.detach()
+        return out
