@@ -393,7 +393,7 @@ def _plain_index(index: Any) -> Any:
     if isinstance(index, Tensor):
         return index.array
     if isinstance(index, tuple):
-        return tuple(i.array if isinstance(i, Tensor) else i for i in index)
+        return tuple(_plain_index(i) for i in index)
     if isinstance(index, list):
         return xp.asarray([i.item() if isinstance(i, Tensor) else i for i in index])
     return index

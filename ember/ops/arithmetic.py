@@ -187,11 +187,8 @@ class MatMul(Function):
         a, b = self.saved
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = g
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, -2)
-        if b.ndim == 1:
-            g2 = xp.expand_dims(g2, -1)
+        g2 = g[..., None] if b.ndim == 1 else g
+        g2 = g2[..., None, :] if a.ndim == 1 else g2
         need_a, need_b = self.needs_input_grad
         ga = unbroadcast(g2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape) if need_a else None
         gb = unbroadcast(xp.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape) if need_b else None

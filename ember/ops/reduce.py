@@ -229,13 +229,41 @@ class CumSum(Function):
         return xp.flip(xp.cumsum(xp.flip(g, self.axis), axis=self.axis), self.axis)
 
 
-@register_composed("log_softmax")
-def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
-    """``x - logsumexp(x)``: stable for any logits."""
-    return x - x.logsumexp(dim, keepdim=True)
+def _shifted(a, axis: int):
+    """``a - max(a)`` along ``axis`` (a row of all -inf stays -inf, not nan)."""
+    m = a.max(axis=axis, keepdims=True)
+    return a - xp.where(xp.isfinite(m), m, 0)
 
 
-@register_composed("softmax")
-def softmax(x: Tensor, dim: int = -1) -> Tensor:
-    """``exp(log_softmax(x))``, which never overflows."""
-    return log_softmax(x, dim).exp()
+@register("log_softmax")
+class LogSoftmax(Function):
+    """``x - logsumexp(x)``, computed as ``(x - m) - log(sum(exp(x - m)))`` so
+    that no exponent is ever positive and no precision is lost to ``m``."""
+
+    def forward(self, a, dim=-1):
+        (self.axis,) = normalize_dims(dim, a.ndim) or (None,)
+        z = _shifted(a, self.axis)
+        with xp.errstate(divide="ignore"):
+            out = z - xp.log(xp.exp(z).sum(axis=self.axis, keepdims=True))
+        self.save(out)
+        return out
+
+    def backward(self, g):  # d/dx_j = g_j - softmax_j * sum(g)
+        (out,) = self.saved
+        return g - xp.exp(out) * g.sum(axis=self.axis, keepdims=True)
+
+
+@register("softmax")
+class Softmax(Function):
+    """``exp(x - m) / sum(exp(x - m))``: the shift by the max keeps it finite."""
+
+    def forward(self, a, dim=-1):
+        (self.axis,) = normalize_dims(dim, a.ndim) or (None,)
+        e = xp.exp(_shifted(a, self.axis))
+        out = e / e.sum(axis=self.axis, keepdims=True)
+        self.save(out)
+        return out
+
+    def backward(self, g):  # the softmax Jacobian: s * (g - sum(g * s))
+        (out,) = self.saved
+        return out * (g - (g * out).sum(axis=self.axis, keepdims=True))

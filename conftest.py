@@ -1,0 +1,1 @@
+"""Makes the repository importable when pytest runs from a checkout."""
