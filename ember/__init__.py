@@ -10,17 +10,49 @@ tensor([4., 6.])
 
 from ember import autograd, ops  # noqa: F401  (importing ops registers them)
 from ember.autograd import FUNCTIONS, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from ember.dtypes import (bool_, double, float16, float32, float64, int8, int16, int32, int64,
-                          long, uint8)
+from ember.dtypes import (
+                          bool_,
+                          double,
+                          float16,
+                          float32,
+                          float64,
+                          int8,
+                          int16,
+                          int32,
+                          int64,
+                          long,
+                          uint8,
+)
 from ember.random import get_rng_state, manual_seed, set_rng_state
-from ember.tensor import (Tensor, arange, as_tensor, empty, empty_like, eye, from_numpy, full,
-                          full_like, linspace, ones, ones_like, rand, rand_like, randint, randn,
-                          randn_like, tensor, zeros, zeros_like)
+from ember.tensor import (
+                          Tensor,
+                          arange,
+                          as_tensor,
+                          empty,
+                          empty_like,
+                          eye,
+                          from_numpy,
+                          full,
+                          full_like,
+                          linspace,
+                          ones,
+                          ones_like,
+                          rand,
+                          rand_like,
+                          randint,
+                          randn,
+                          randn_like,
+                          tensor,
+                          zeros,
+                          zeros_like,
+)
 
 bool = bool_  # noqa: A001  (ember.bool, like torch.bool)
 float = float32  # noqa: A001
 int = int32  # noqa: A001
 globals().update(FUNCTIONS)  # ember.exp, ember.cat, ember.where, ... : one per registered op
+
+from ember import nn  # noqa: E402, F401  (after the core, which never imports nn)
 
 __version__ = "0.1.0"
 

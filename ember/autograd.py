@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ember.backend import xp
 from ember.tensor import Tensor, as_tensor_like
 
-__all__ = ["Function", "register", "register_composed", "REGISTRY", "FUNCTIONS", "unbroadcast", "no_grad",
+__all__ = ["Function", "register", "register_composed", "REGISTRY", "FUNCTIONS", "unbroadcast",
+           "no_grad",
            "enable_grad", "set_grad_enabled", "is_grad_enabled", "gradcheck", "GradcheckError"]
 
 
@@ -51,7 +53,7 @@ class set_grad_enabled:
     def __call__(self, fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self.__class__(self.mode):
+            with set_grad_enabled(self.mode):
                 return fn(*args, **kwargs)
         return wrapper
 
@@ -98,6 +100,7 @@ class Function:
 
     arity: int | None = 1
     differentiable = True
+    promote = False  # binary arithmetic: mix int and float inputs as torch does
     name = "Function"
 
     def save(self, *arrays: Any) -> None:
@@ -118,7 +121,7 @@ class Function:
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
         k = len(args) if cls.arity is None else cls.arity
-        inputs = as_tensor_like(args[:k])
+        inputs = as_tensor_like(args[:k], cls.promote)
         fn = cls()
         fn.released = False
         try:

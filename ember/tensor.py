@@ -7,7 +7,8 @@ creation functions and the backward engine (an iterative topological sort).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from ember import dtypes, random
 from ember.backend import xp
@@ -71,7 +72,8 @@ class Tensor:
     def requires_grad(self, flag: bool) -> None:
         if flag and not dtypes.is_floating(self.array.dtype):
             raise RuntimeError(
-                f"only Tensors of floating point dtype can require gradients, got {self.dtype_name}")
+                "only Tensors of floating point dtype can require gradients, "
+                f"got {self.dtype_name}")
         if not flag and self.grad_fn is not None:
             raise RuntimeError("you can only change requires_grad flags of leaf variables")
         self._requires_grad = bool(flag)
@@ -443,17 +445,29 @@ def from_numpy(array: Any) -> Tensor:
     return Tensor._make(xp.asarray(array), False, None)
 
 
-def as_tensor_like(values: Sequence[Any]) -> list[Tensor]:
+def as_tensor_like(values: Sequence[Any], promote: bool = False) -> list[Tensor]:
     """Lift Python numbers among an op's inputs to tensors of the others' dtype.
 
     torch's rule: a Python scalar takes the tensor's dtype, except that a float
-    scalar with an integer tensor gives the default float dtype.
+    scalar with an integer tensor gives the default float dtype. With
+    ``promote``, integer inputs mixed with floating ones become that float type.
     """
     if all(type(v) is Tensor for v in values):
-        return list(values)
+        if not promote or len({v.array.dtype for v in values}) == 1:
+            return list(values)
     ref = next((v.array.dtype for v in values if isinstance(v, Tensor)), None)
-    return [v if isinstance(v, Tensor) else Tensor._make(_scalar_array(v, ref), False, None)
-            for v in values]
+    tensors = [v if isinstance(v, Tensor) else Tensor._make(_scalar_array(v, ref), False, None)
+               for v in values]
+    return _promoted(tensors) if promote else tensors
+
+
+def _promoted(tensors: list[Tensor]) -> list[Tensor]:
+    floats = [t.array.dtype for t in tensors if t.array.dtype.kind == "f"]
+    if not floats or len(floats) == len(tensors):
+        return tensors
+    target = xp.result_type(*floats)
+    return [t if t.array.dtype.kind == "f" else Tensor._make(t.array.astype(target), False, None)
+            for t in tensors]
 
 
 def _scalar_array(value: Any, ref: Any) -> Any:

@@ -6,8 +6,9 @@ shapes, runs both functions, and checks the output and every input's gradient.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,7 +77,8 @@ def helper_test_op(shapes: Sequence[tuple], torch_fn: Callable, ember_fn: Callab
     t_out, e_out = _as_list(torch_fn(*t_in)), _as_list(ember_fn(*e_in))
     assert len(t_out) == len(e_out), f"{case.name}: {len(e_out)} outputs, torch has {len(t_out)}"
     for i, (t, e) in enumerate(zip(t_out, e_out)):
-        assert tuple(e.shape) == tuple(t.shape), f"{case.name} output {i}: shape {e.shape} vs {tuple(t.shape)}"
+        assert tuple(e.shape) == tuple(t.shape), \
+            f"{case.name} output {i}: shape {e.shape}, torch {tuple(t.shape)}"
         assert_close(e.array, t.detach().numpy(), dtype, f"{case.name} forward {i}", **case.tol)
     if not grad:
         return

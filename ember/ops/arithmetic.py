@@ -16,6 +16,7 @@ from ember.tensor import Tensor, as_tensor_like
 
 class _Binary(Function):
     arity = 2
+    promote = True
 
     def save_shapes(self, a: Any, b: Any) -> None:
         self.shapes = (a.shape, b.shape)
@@ -190,8 +191,11 @@ class MatMul(Function):
         g2 = g[..., None] if b.ndim == 1 else g
         g2 = g2[..., None, :] if a.ndim == 1 else g2
         need_a, need_b = self.needs_input_grad
-        ga = unbroadcast(g2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape) if need_a else None
-        gb = unbroadcast(xp.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape) if need_b else None
+        ga = gb = None
+        if need_a:
+            ga = unbroadcast(g2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+        if need_b:
+            gb = unbroadcast(xp.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
         return ga, gb
 
 

@@ -7,7 +7,8 @@ forms (flatten, squeeze, transpose, stack, split...) need no backward.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ember.autograd import FUNCTIONS, Function, register, register_composed, unbroadcast
 from ember.backend import xp
