@@ -118,22 +118,28 @@ class Function:
         self.saved = None
         self.released = True
 
+    saved = None
+    released = False
+
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
+        """Run the op on tensors (or numbers) and record it in the graph if needed."""
         k = len(args) if cls.arity is None else cls.arity
-        inputs = as_tensor_like(args[:k], cls.promote)
+        inputs = args[:k]
+        if not all([type(t) is Tensor for t in inputs]) or (
+                cls.promote and inputs[0].array.dtype != inputs[-1].array.dtype):
+            inputs = as_tensor_like(inputs, cls.promote)
         fn = cls()
-        fn.released = False
         try:
             out = fn.forward(*[t.array for t in inputs], *args[k:], **kwargs)
         except (ValueError, IndexError) as err:
             shapes = " and ".join(str(tuple(t.shape)) for t in inputs)
             raise type(err)(f"{cls.name}: {err} (input shapes {shapes})") from None
-        needs = cls.differentiable and _mode.enabled and any(t.requires_grad for t in inputs)
-        if not needs:
+        needs = [t._requires_grad for t in inputs]
+        if not (cls.differentiable and _mode.enabled and any(needs)):
             return Tensor._make(out, False, None)
         fn.parents = inputs
-        fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
+        fn.needs_input_grad = needs
         fn.attrs = (args[k:], kwargs)  # kept for graph pictures and ONNX export
         return Tensor._make(out, True, fn)
 

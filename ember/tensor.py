@@ -331,10 +331,9 @@ def _topological_order(root: Tensor) -> list[Tensor]:
             continue
         visited.add(id(node))
         stack.append((node, True))
-        if node.grad_fn is not None:
-            for parent in node.grad_fn.parents:
-                if parent._requires_grad and id(parent) not in visited:
-                    stack.append((parent, False))
+        fn = node.grad_fn
+        if fn is not None:
+            stack += [(p, False) for p in fn.parents if p._requires_grad and id(p) not in visited]
     return order
 
 
@@ -357,17 +356,23 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
             in_grads = (in_grads,)
         for parent, needs, pgrad in zip(fn.parents, fn.needs_input_grad, in_grads):
             if needs and pgrad is not None:
-                pgrad = _checked(fn, parent, pgrad)
-                prev = grads.get(id(parent))
-                grads[id(parent)] = pgrad if prev is None else prev + pgrad
+                array = parent.array
+                if type(pgrad) is not ndarray or pgrad.shape != array.shape or \
+                        pgrad.dtype != array.dtype:
+                    pgrad = _checked(fn, parent, pgrad)
+                key = id(parent)
+                prev = grads.get(key)
+                grads[key] = pgrad if prev is None else prev + pgrad
         if not retain_graph:
             fn.release()
 
 
+ndarray = xp.ndarray
+
+
 def _checked(fn: Any, parent: Tensor, grad: Any) -> Any:
     """Guard against a backward that returns the wrong shape or dtype."""
-    if type(grad) is not xp.ndarray:
-        grad = xp.asarray(grad)
+    grad = xp.asarray(grad)
     if grad.shape != parent.array.shape:
         raise RuntimeError(f"{fn.name}.backward returned a gradient of shape {grad.shape} for an "
                            f"input of shape {parent.array.shape}")
@@ -445,6 +450,9 @@ def from_numpy(array: Any) -> Tensor:
     return Tensor._make(xp.asarray(array), False, None)
 
 
+_NUMBER = (float, int)
+
+
 def as_tensor_like(values: Sequence[Any], promote: bool = False) -> list[Tensor]:
     """Lift Python numbers among an op's inputs to tensors of the others' dtype.
 
@@ -452,9 +460,12 @@ def as_tensor_like(values: Sequence[Any], promote: bool = False) -> list[Tensor]
     scalar with an integer tensor gives the default float dtype. With
     ``promote``, integer inputs mixed with floating ones become that float type.
     """
-    if all(type(v) is Tensor for v in values):
-        if not promote or len({v.array.dtype for v in values}) == 1:
-            return list(values)
+    if len(values) == 2:  # fast path for the common `tensor <op> number`
+        a, b = values
+        if type(b) in _NUMBER and type(a) is Tensor and a.array.dtype.kind == "f":
+            return [a, Tensor._make(xp.asarray(b, a.array.dtype), False, None)]
+        if type(a) in _NUMBER and type(b) is Tensor and b.array.dtype.kind == "f":
+            return [Tensor._make(xp.asarray(a, b.array.dtype), False, None), b]
     ref = next((v.array.dtype for v in values if isinstance(v, Tensor)), None)
     tensors = [v if isinstance(v, Tensor) else Tensor._make(_scalar_array(v, ref), False, None)
                for v in values]
@@ -471,6 +482,8 @@ def _promoted(tensors: list[Tensor]) -> list[Tensor]:
 
 
 def _scalar_array(value: Any, ref: Any) -> Any:
+    if type(value) is float and ref is not None and ref.kind == "f":
+        return xp.asarray(value, ref)  # the common case: tensor * 0.5
     array = xp.asarray(value)
     if ref is None or array.ndim != 0:
         return array.astype(dtypes.infer_dtype(array), copy=False)
