@@ -52,7 +52,8 @@ float = float32  # noqa: A001
 int = int32  # noqa: A001
 globals().update(FUNCTIONS)  # ember.exp, ember.cat, ember.where, ... : one per registered op
 
-from ember import nn  # noqa: E402, F401  (after the core, which never imports nn)
+from ember import nn  # noqa: E402, F401
+from ember.serialize import CheckpointError, load, save  # noqa: E402  (after the core, which never imports nn)
 
 __version__ = "0.1.0"
 
@@ -61,4 +62,4 @@ __all__ = ["Tensor", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "full
            "full_like", "empty_like", "rand_like", "randn_like", "no_grad", "enable_grad",
            "set_grad_enabled", "is_grad_enabled", "manual_seed", "get_rng_state",
            "set_rng_state", "float32", "float64", "float16", "int64", "int32", "int16", "int8",
-           "uint8", "bool", "long", "double", *sorted(FUNCTIONS)]
+           "uint8", "bool", "long", "double", "save", "load", "CheckpointError", *sorted(FUNCTIONS)]
