@@ -9,6 +9,7 @@ input, right beside it. ``@register("name")`` makes it a Tensor method.
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,14 +17,18 @@ from typing import Any
 from ember.backend import xp
 from ember.tensor import Tensor, as_tensor_like
 
+_engine = sys.modules["ember.tensor"]  # the backward engine, for detect_anomaly's hook
+
 __all__ = ["Function", "register", "register_composed", "REGISTRY", "FUNCTIONS", "unbroadcast",
            "no_grad",
-           "enable_grad", "set_grad_enabled", "is_grad_enabled", "gradcheck", "GradcheckError"]
+           "enable_grad", "set_grad_enabled", "is_grad_enabled", "gradcheck", "GradcheckError",
+           "detect_anomaly", "AnomalyError"]
 
 
 # ---------------------------------------------------------------- grad mode
 class _GradMode(threading.local):
     enabled = True
+    anomaly = False
 
 
 _mode = _GradMode()
@@ -70,6 +75,76 @@ class enable_grad(set_grad_enabled):
 
     def __init__(self) -> None:
         super().__init__(True)
+
+
+# ---------------------------------------------------------------- anomaly detection
+class AnomalyError(RuntimeError):
+    """An op produced NaN or Inf inside ``detect_anomaly``."""
+
+
+class detect_anomaly:
+    """Context manager and decorator: raise AnomalyError at the first op whose
+    forward output or backward gradient holds NaN or Inf, naming the op, the
+    line of your code that created it, and its inputs' statistics.
+
+    >>> with ember.autograd.detect_anomaly():
+    ...     ember.tensor([-1.0]).log()
+    Traceback (most recent call last):
+    AnomalyError: Log produced NaN in its forward output ...
+    """
+
+    def __enter__(self) -> None:
+        self.prev = (_mode.anomaly, _engine._backward_check)
+        _mode.anomaly = True
+        _engine._backward_check = _check_backward
+
+    def __exit__(self, *exc: Any) -> None:
+        _mode.anomaly, _engine._backward_check = self.prev
+
+    def __call__(self, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with detect_anomaly():
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+_PACKAGE_DIR = __file__.rsplit("/", 1)[0]
+
+
+def _user_site() -> str:
+    """'file:line' of the innermost stack frame outside the ember package."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame else "<unknown>"
+
+
+def _stats(array: Any) -> str:
+    a = xp.asarray(array)
+    if a.dtype.kind not in "fc" or a.size == 0:
+        return f"shape {a.shape}, dtype {a.dtype}"
+    finite = a[xp.isfinite(a)]
+    lo, hi = (finite.min(), finite.max()) if finite.size else (float("nan"),) * 2
+    return (f"shape {a.shape}, min {lo:.4g}, max {hi:.4g}, "
+            f"NaN {int(xp.isnan(a).sum())}, Inf {int(xp.isinf(a).sum())}")
+
+
+def _check_finite(fn: Function, inputs: Sequence[Tensor], array: Any, where: str) -> None:
+    a = xp.asarray(array)
+    if a.dtype.kind != "f" or xp.isfinite(a).all():
+        return
+    kind = "NaN" if xp.isnan(a).any() else "Inf"
+    lines = [f"{fn.name} produced {kind} in its {where} ({_stats(a)})",
+             f"  created at {getattr(fn, 'site', '<unknown>')}"]
+    lines += [f"  input {i}: {_stats(t.array)}" for i, t in enumerate(inputs)]
+    raise AnomalyError("\n".join(lines))
+
+
+def _check_backward(fn: Function, grads: Sequence[Any]) -> None:
+    for i, g in enumerate(grads):
+        if g is not None:
+            _check_finite(fn, fn.parents, g, f"backward gradient for input {i}")
 
 
 # ---------------------------------------------------------------- broadcasting
@@ -135,6 +210,9 @@ class Function:
         except (ValueError, IndexError) as err:
             shapes = " and ".join(str(tuple(t.shape)) for t in inputs)
             raise type(err)(f"{cls.name}: {err} (input shapes {shapes})") from None
+        if _mode.anomaly:
+            fn.site = _user_site()
+            _check_finite(fn, inputs, out, "forward output")
         needs = [t._requires_grad for t in inputs]
         if not (cls.differentiable and _mode.enabled and any(needs)):
             return Tensor._make(out, False, None)

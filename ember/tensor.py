@@ -314,6 +314,7 @@ class Tensor:
 
 
 # ---------------------------------------------------------------- backward engine
+_backward_check = None
 def _topological_order(root: Tensor) -> list[Tensor]:
     """Tensors that need a gradient, inputs before the ops that consume them.
 
@@ -354,6 +355,8 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
         in_grads = fn.backward(grad)
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)
+        if _backward_check is not None:  # set inside autograd.detect_anomaly()
+            _backward_check(fn, in_grads)
         for parent, needs, pgrad in zip(fn.parents, fn.needs_input_grad, in_grads):
             if needs and pgrad is not None:
                 array = parent.array
