@@ -1,0 +1,438 @@
+"""Fused primitives for layers and losses.
+
+Each is one Function because composing it from smaller ops would be slower
+(``linear``, ``standardize``), less stable (``cross_entropy``: the gradient is
+``softmax - target`` directly, never the derivative of a log) or would miss
+torch's edge behaviour (``binary_cross_entropy``'s logs clamped at -100,
+``embedding``'s padding row that gets no gradient).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from ember.autograd import FUNCTIONS, Function, register
+from ember.backend import xp
+from ember.ops.reduce import normalize_dims
+from ember.tensor import Tensor
+
+REDUCTIONS = ("mean", "sum", "none")
+_BCE_EPSILON = float(xp.float32(1e-12))  # torch's floor for x (1 - x), a float32 constant
+
+
+def check_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{reduction} is not a valid value for reduction "
+                         f"(expected one of {', '.join(REDUCTIONS)})")
+    return reduction
+
+
+def legacy_reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
+    """torch's deprecated ``size_average``/``reduce`` pair, turned into a reduction."""
+    if size_average is None and reduce is None:
+        return check_reduction(reduction)
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    mode = ("mean" if size_average else "sum") if reduce else "none"
+    warnings.warn("size_average and reduce args will be deprecated, please use "
+                  f"reduction='{mode}' instead.", stacklevel=3)
+    return mode
+
+
+def _array_or_none(value: Any, dtype: Any) -> Any:
+    """A weight argument (Tensor, array or None) as an array of the input's dtype."""
+    if value is None:
+        return None
+    return xp.asarray(value.array if isinstance(value, Tensor) else value, dtype=dtype)
+
+
+# ---------------------------------------------------------------- linear
+@register("linear", method=False)
+class Linear(Function):
+    """``x @ W.T + b`` in one op: the hot path of every MLP.
+
+    The backward is ``gx = g @ W``, ``gW = g^T x`` and ``gb = sum(g)`` over all
+    leading (batch) dims; no transposed copies are made.
+    """
+
+    arity = None  # (x, weight) or (x, weight, bias)
+
+    def forward(self, x, weight, bias=None):
+        if weight.ndim != 2:
+            raise ValueError(f"weight must be 2-D (out_features, in_features), "
+                             f"got shape {weight.shape}")
+        out_features, in_features = weight.shape
+        if x.ndim == 0 or x.shape[-1] != in_features:
+            raise ValueError(f"expected input with last dimension {in_features}, "
+                             f"got shape {x.shape}")
+        if bias is not None and bias.shape != (out_features,):
+            raise ValueError(f"bias must have shape ({out_features},), got {bias.shape}")
+        if x.dtype != weight.dtype:
+            raise TypeError(f"linear: input dtype {x.dtype} does not match weight dtype "
+                            f"{weight.dtype}; cast one of them (e.g. x.to({weight.dtype}))")
+        self.save(x, weight)
+        out = x.reshape(-1, in_features) @ weight.T
+        if bias is not None:
+            out += bias
+        return out.reshape(x.shape[:-1] + (out_features,))
+
+    def backward(self, g):
+        x, weight = self.saved
+        g2 = g.reshape(-1, weight.shape[0])
+        need = self.needs_input_grad
+        gx = (g2 @ weight).reshape(x.shape) if need[0] else None
+        gw = g2.T @ x.reshape(-1, weight.shape[1]) if need[1] else None
+        if len(need) == 2:
+            return gx, gw
+        return gx, gw, (g2.sum(axis=0) if need[2] else None)
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
+    """``input @ weight.T + bias``, as ``torch.nn.functional.linear``.
+
+    >>> F.linear(ember.ones(2, 3), ember.ones(4, 3)).shape
+    (2, 4)
+    """
+    return Linear.apply(input, weight) if bias is None else Linear.apply(input, weight, bias)
+
+
+FUNCTIONS["linear"] = linear
+
+
+# ---------------------------------------------------------------- cross entropy
+def _classes_last(x: Any) -> Any:
+    """Logits of shape (C,), (N, C) or (N, C, d1, ...) as a (samples, C) matrix."""
+    if x.ndim == 1:
+        return x[None, :]
+    if x.ndim == 2:
+        return x
+    return xp.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
+
+
+def _classes_back(m: Any, shape: tuple) -> Any:
+    """Undo ``_classes_last``: a (samples, C) matrix back in the logits' layout."""
+    if len(shape) <= 2:
+        return m.reshape(shape)
+    moved = (shape[0],) + shape[2:] + (shape[1],)
+    return xp.moveaxis(m.reshape(moved), -1, 1)
+
+
+def class_targets(target: Any, shape: tuple, ignore_index: int) -> tuple:
+    """Flat class indices, their validity mask, and indices safe to read with."""
+    expected = () if len(shape) == 1 else (shape[0],) + shape[2:]
+    if target.shape != expected:
+        raise ValueError(f"expected class-index target of shape {expected} for input of shape "
+                         f"{shape}, got {target.shape}")
+    flat = target.reshape(-1)
+    valid = flat != ignore_index
+    classes = shape[0] if len(shape) == 1 else shape[1]
+    bad = valid & ((flat < 0) | (flat >= classes))
+    if bad.any():
+        raise IndexError(f"target {int(flat[bad][0])} is out of bounds for {classes} classes "
+                         f"(valid targets are 0..{classes - 1} or ignore_index={ignore_index})")
+    return flat, valid, xp.where(valid, flat, 0)
+
+
+@register("cross_entropy", method=False)
+class CrossEntropy(Function):
+    """Cross-entropy of logits against class indices or class probabilities, fused.
+
+    Forward: ``-sum_c q_c log_softmax(x)_c`` with log-softmax via logsumexp, where
+    ``q`` is the (smoothed, weighted) target. Backward: ``(softmax * sum(q) - q)``
+    times the reduction's scale, never the derivative of a log.
+    """
+
+    arity = 2
+
+    def forward(self, logits, target, weight=None, ignore_index=-100, reduction="mean",
+                label_smoothing=0.0):
+        if logits.ndim == 0 or logits.dtype.kind != "f":
+            raise ValueError(f"expected floating logits of shape (C,), (N, C) or (N, C, ...), "
+                             f"got {logits.dtype} of shape {logits.shape}")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.reduction, self.smoothing = check_reduction(reduction), label_smoothing
+        self.shape, x = logits.shape, _classes_last(logits)
+        self.classes = x.shape[1]
+        self.weight = self._check_weight(weight, logits.dtype)
+        logp = x - _logsumexp_rows(x)
+        self.save(logp)
+        if target.dtype.kind == "f":
+            per_sample = self._forward_probabilities(logp, target)
+        elif target.dtype.kind in "iu":
+            per_sample = self._forward_classes(logp, target, ignore_index)
+        else:
+            raise TypeError(f"cross_entropy: target must hold class indices (integers) or "
+                            f"class probabilities (floats), got {target.dtype}")
+        return self._reduce(per_sample)
+
+    def _check_weight(self, weight: Any, dtype: Any) -> Any:
+        if weight is None:
+            return None
+        weight = xp.asarray(weight, dtype=dtype)
+        if weight.shape != (self.classes,):
+            raise ValueError(f"weight must have one entry per class ({self.classes}), "
+                             f"got shape {weight.shape}")
+        return weight
+
+    def _forward_classes(self, logp, target, ignore_index):
+        flat, valid, safe = class_targets(target, self.shape, ignore_index)
+        rows = xp.arange(flat.size)
+        valid = valid.astype(logp.dtype)  # as a float mask, so float32 stays float32
+        w = (self.weight[safe] if self.weight is not None else xp.ones(flat.size, logp.dtype))
+        w = w * valid
+        loss = -(1.0 - self.smoothing) * w * logp[rows, safe]
+        if self.smoothing:
+            wvec = self.weight if self.weight is not None else 1.0
+            loss = loss - (self.smoothing / self.classes) * valid * (logp * wvec).sum(axis=1)
+        self.targets, self.sample_weight, self.valid = safe, w, valid
+        self.denominator = w.sum()
+        return loss
+
+    def _forward_probabilities(self, logp, target):
+        if target.shape != self.shape:
+            raise ValueError(f"probability target must have the input's shape {self.shape}, "
+                             f"got {target.shape}")
+        q = _classes_last(target).astype(logp.dtype, copy=False)
+        if self.smoothing:
+            q = q * (1.0 - self.smoothing) + self.smoothing / self.classes
+        if self.weight is not None:
+            q = q * self.weight
+        self.targets, self.sample_weight, self.valid = q, None, None
+        self.denominator = logp.dtype.type(logp.shape[0])
+        return -(q * logp).sum(axis=1)
+
+    def _reduce(self, per_sample):
+        if self.reduction == "none":
+            return per_sample.reshape(() if len(self.shape) == 1 else
+                                      (self.shape[0],) + self.shape[2:])
+        total = per_sample.sum()
+        if self.reduction == "sum":
+            return total
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            return xp.asarray(total / self.denominator, dtype=per_sample.dtype)
+
+    def _scale(self, g):
+        """The upstream gradient per sample: g itself, or the mean's 1/denominator."""
+        if self.reduction == "none":
+            return g.reshape(-1)
+        if self.reduction == "sum":
+            return g
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            return g / self.denominator
+
+    def backward(self, g):
+        (logp,) = self.saved
+        scale = xp.broadcast_to(xp.asarray(self._scale(g), logp.dtype), (logp.shape[0],))
+        gx = gt = None
+        if self.needs_input_grad[0]:
+            with xp.errstate(invalid="ignore"):  # a nan mean (all ignored) gives nan, as torch
+                gx = _classes_back(self._logits_grad(logp, scale), self.shape)
+        if self.needs_input_grad[1]:  # probability targets: d/dq of -sum q log p
+            wvec = self.weight if self.weight is not None else 1.0
+            gt_m = -(1.0 - self.smoothing) * wvec * logp * scale[:, None]
+            gt = _classes_back(gt_m, self.shape)
+        return gx, gt
+
+    def _logits_grad(self, logp, scale):
+        """``softmax * sum(q) - q``, per sample, times ``scale``."""
+        softmax = xp.exp(logp)
+        if self.sample_weight is None:  # probability targets: q is dense
+            q = self.targets
+            return (softmax * q.sum(axis=1, keepdims=True) - q) * scale[:, None]
+        w, ls, classes = self.sample_weight, self.smoothing, self.classes
+        wsum = self.weight.sum() if self.weight is not None else classes
+        q_total = (1.0 - ls) * w + (ls / classes) * wsum * self.valid
+        grad = softmax * (q_total * scale)[:, None]
+        grad[xp.arange(w.size), self.targets] -= (1.0 - ls) * w * scale
+        if ls:
+            wvec = self.weight if self.weight is not None else 1.0
+            grad -= (ls / classes) * (self.valid * scale)[:, None] * wvec
+        return grad
+
+
+def _logsumexp_rows(x: Any) -> Any:
+    m = x.max(axis=1, keepdims=True) if x.shape[1] else xp.zeros((x.shape[0], 1), x.dtype)
+    m = xp.where(xp.isfinite(m), m, 0)
+    with xp.errstate(divide="ignore"):
+        return xp.log(xp.exp(x - m).sum(axis=1, keepdims=True)) + m
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight: Any = None,  # noqa: A002
+                  size_average: bool | None = None, ignore_index: int = -100,
+                  reduce: bool | None = None, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy of logits ``input`` with class indices or probabilities ``target``.
+
+    Input (C,), (N, C) or (N, C, d1, ...); class targets (), (N,) or (N, d1, ...)
+    (integers, ``ignore_index`` skipped), or probabilities of the input's shape.
+
+    >>> F.cross_entropy(ember.zeros(2, 4), ember.tensor([0, 3]))
+    tensor(1.3863)
+    """
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    weight = _array_or_none(weight, input.dtype)
+    return CrossEntropy.apply(input, target, weight, ignore_index, reduction, label_smoothing)
+
+
+FUNCTIONS["cross_entropy"] = cross_entropy
+
+
+# ---------------------------------------------------------------- binary cross entropy
+@register("binary_cross_entropy", method=False)
+class BinaryCrossEntropy(Function):
+    """``-w (t log x + (1 - t) log(1 - x))`` with each log clamped at -100, as torch.
+
+    The input gradient is torch's ``w (x - t) / max(x (1 - x), 1e-12)`` (a float32
+    1e-12, as in torch), finite even at x = 0 or 1; the target gradient is
+    ``w (log(1 - x) - log x)``.
+    """
+
+    arity = 2
+
+    def forward(self, x, t, weight=None, reduction="mean"):
+        if t.shape != x.shape:
+            raise ValueError(f"Using a target size ({t.shape}) that is different to the input "
+                             f"size ({x.shape}) is deprecated. Please ensure they have the "
+                             "same size.")
+        if x.size and (x.min() < 0 or x.max() > 1):
+            raise ValueError("all elements of input should be between 0 and 1 "
+                             f"(got values in [{x.min()}, {x.max()}]); use "
+                             "binary_cross_entropy_with_logits for logits")
+        if weight is not None and xp.broadcast_shapes(weight.shape, x.shape) != x.shape:
+            raise ValueError(f"weight of shape {weight.shape} does not broadcast to the "
+                             f"input's shape {x.shape}")
+        self.reduction, self.weight = check_reduction(reduction), weight
+        t = t.astype(x.dtype, copy=False)
+        self.save(x, t)
+        with xp.errstate(divide="ignore"):
+            log_x = xp.maximum(xp.log(x), -100)
+            log_1mx = xp.maximum(xp.log1p(-x), -100)
+        loss = (t - 1) * log_1mx - t * log_x
+        if weight is not None:
+            loss = loss * weight
+        return _reduce_elementwise(loss, self.reduction)
+
+    def backward(self, g):
+        x, t = self.saved
+        g = _spread(g, x, self.reduction)
+        if self.weight is not None:
+            g = g * self.weight
+        gx = gt = None
+        if self.needs_input_grad[0]:
+            gx = g * (x - t) / xp.maximum((1 - x) * x, _BCE_EPSILON)
+        if self.needs_input_grad[1]:
+            with xp.errstate(divide="ignore"):
+                gt = g * (xp.log1p(-x) - xp.log(x))
+        return gx, gt
+
+
+def _reduce_elementwise(loss: Any, reduction: str) -> Any:
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return xp.asarray(loss.sum(), loss.dtype)
+    with xp.errstate(invalid="ignore"):
+        return xp.asarray(loss.mean() if loss.size else xp.nan, loss.dtype)
+
+
+def _spread(g: Any, x: Any, reduction: str) -> Any:
+    """The upstream gradient of a reduced elementwise loss, per element."""
+    if reduction == "none":
+        return g
+    return xp.broadcast_to(g / x.size if reduction == "mean" else g, x.shape)
+
+
+def binary_cross_entropy(input: Tensor, target: Tensor, weight: Any = None,  # noqa: A002
+                         size_average: bool | None = None, reduce: bool | None = None,
+                         reduction: str = "mean") -> Tensor:
+    """Binary cross-entropy of probabilities ``input`` in [0, 1] against ``target``.
+
+    >>> F.binary_cross_entropy(ember.tensor([0.5]), ember.tensor([1.0]))
+    tensor(0.6931)
+    """
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    weight = _array_or_none(weight, input.dtype)
+    return BinaryCrossEntropy.apply(input, target, weight, reduction)
+
+
+FUNCTIONS["binary_cross_entropy"] = binary_cross_entropy
+
+
+# ---------------------------------------------------------------- embedding
+@register("embedding", method=False)
+class Embedding(Function):
+    """Rows of ``weight`` picked by integer ``indices``.
+
+    The backward scatter-adds (repeated indices sum their gradients); the
+    ``padding_idx`` row gets no gradient, as in torch.
+    """
+
+    arity = 2
+
+    def forward(self, indices, weight, padding_idx=None):
+        if indices.dtype.kind not in "iu":
+            raise TypeError(f"embedding: indices must be an integer tensor, got {indices.dtype}")
+        if weight.ndim != 2:
+            raise ValueError(f"weight must be 2-D (num_embeddings, embedding_dim), "
+                             f"got shape {weight.shape}")
+        rows = weight.shape[0]
+        if indices.size and (indices.min() < 0 or indices.max() >= rows):
+            bad = indices[(indices < 0) | (indices >= rows)].reshape(-1)[0]
+            raise IndexError(f"index {bad} is out of range for an embedding of "
+                             f"{rows} rows (valid: 0..{rows - 1})")
+        self.save(indices)
+        self.rows, self.padding_idx = rows, padding_idx
+        return weight[indices]
+
+    def backward(self, g):
+        (indices,) = self.saved
+        dim = g.shape[-1]
+        grad = xp.zeros((self.rows, dim), g.dtype)
+        xp.add.at(grad, indices.reshape(-1), g.reshape(-1, dim))
+        if self.padding_idx is not None:
+            grad[self.padding_idx] = 0
+        return None, grad
+
+
+def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> Tensor:  # noqa: A002
+    """``weight[input]``: look up rows by integer index.
+
+    >>> F.embedding(ember.tensor([[0, 2]]), ember.eye(3)).shape
+    (1, 2, 3)
+    """
+    if not isinstance(input, Tensor):
+        input = Tensor(xp.asarray(input))  # noqa: A001
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx += weight.shape[0]
+    return Embedding.apply(input, weight, padding_idx)
+
+
+FUNCTIONS["embedding"] = embedding
+
+
+# ---------------------------------------------------------------- standardize
+@register("standardize", method=False)
+class Standardize(Function):
+    """``(x - mean) / sqrt(var + eps)`` over ``dims``, with the biased variance.
+
+    The shared core of batch and layer norm. Backward, with ``xh`` the output:
+    ``gx = (g - mean(g) - xh * mean(g * xh)) / sqrt(var + eps)``.
+    """
+
+    def forward(self, x, dims, eps=1e-5):
+        axes = normalize_dims(dims, x.ndim)
+        centred = x - x.mean(axis=axes, keepdims=True)
+        var = (centred * centred).mean(axis=axes, keepdims=True)
+        rstd = 1.0 / xp.sqrt(var + eps)
+        centred *= rstd
+        self.axes = axes
+        self.save(centred, rstd)
+        return centred
+
+    def backward(self, g):
+        xhat, rstd = self.saved
+        mean_g = g.mean(axis=self.axes, keepdims=True)
+        mean_gx = (g * xhat).mean(axis=self.axes, keepdims=True)
+        return rstd * (g - mean_g - xhat * mean_gx)
