@@ -24,7 +24,7 @@ int = int32  # noqa: A001
 globals().update(FUNCTIONS)  # ember.exp, ember.cat, ember.where, ... : one per registered op
 
 # The package facade also loads the layers above the core (the core never imports them).
-from ember import nn  # noqa: E402, F401
+from ember import data, nn, optim  # noqa: E402, F401
 from ember.serialize import CheckpointError, load, save  # noqa: E402
 
 __version__ = "0.1.0"

@@ -1,0 +1,71 @@
+"""Stochastic gradient descent with momentum, dampening, Nesterov and weight decay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ember.backend import xp
+from ember.optim.optimizer import Optimizer, ParamsT, _require, _state_tensor
+
+__all__ = ["SGD"]
+
+
+class SGD(Optimizer):
+    """torch.optim.SGD's update, in place on each parameter's array.
+
+    With momentum ``mu``: ``b = mu * b + (1 - dampening) * g`` (``b = g`` on the
+    first step), then ``p -= lr * (g + mu * b if nesterov else b)``.
+
+    >>> w = ember.tensor([1.0, -2.0], requires_grad=True)
+    >>> opt = ember.optim.SGD([w], lr=0.1, momentum=0.9, nesterov=True)
+    >>> (w * w).sum().backward()
+    >>> opt.step()
+    >>> w
+    tensor([ 0.6200, -1.2400], requires_grad=True)
+    """
+
+    def __init__(self, params: ParamsT, lr: float = 1e-3, momentum: float = 0,
+                 dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *,
+                 maximize: bool = False) -> None:
+        _require(lr >= 0.0, f"Invalid learning rate: {lr}")
+        _require(momentum >= 0.0, f"Invalid momentum value: {momentum}")
+        _require(weight_decay >= 0.0, f"Invalid weight_decay value: {weight_decay}")
+        _require(not nesterov or (momentum > 0 and dampening == 0),
+                 "Nesterov momentum requires a momentum and zero dampening")
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
+                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _update_group(self, group: dict[str, Any]) -> None:
+        lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+        maximize = group["maximize"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            param = p.array
+            g = self._grad(param, p.grad.array, weight_decay, maximize)
+            if momentum != 0:
+                g = self._momentum(p, g, momentum, group["dampening"], group["nesterov"])
+            step = xp.multiply(g, lr, out=self._tmp(param, 1))
+            xp.subtract(param, step, out=param)
+
+    def _momentum(self, p: Any, g: Any, momentum: float, dampening: float,
+                  nesterov: bool) -> Any:
+        """Update the momentum buffer and return the direction to step along."""
+        state = self.state[p]
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            buf = state["momentum_buffer"] = _state_tensor(g.copy())
+            buf = buf.array
+        else:
+            buf = buf.array
+            xp.multiply(buf, momentum, out=buf)
+            if dampening != 0:
+                g_scaled = xp.multiply(g, 1 - dampening, out=self._tmp(buf, 1))
+                xp.add(buf, g_scaled, out=buf)
+            else:
+                xp.add(buf, g, out=buf)
+        if not nesterov:
+            return buf
+        ahead = xp.multiply(buf, momentum, out=self._tmp(buf, 1))
+        return xp.add(g, ahead, out=ahead)
