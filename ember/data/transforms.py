@@ -6,6 +6,16 @@ stack of what ``t`` gives per sample; array-backed datasets use ``batch`` for
 the DataLoader's fast path. Inputs may be NumPy arrays or ember Tensors;
 ToTensor and OneHot return Tensors, the others return the kind they were given.
 
+Random augmentations (RandomCrop, RandomHorizontalFlip, RandomVerticalFlip,
+RandomErasing) read the image layout from the input's kind, as torchvision does
+from PIL images and tensors: a NumPy array is an image as datasets store it and
+ToTensor takes it, HW or HWC (a batch NHW or NHWC); an ember Tensor is what
+ToTensor gives, (H, W) or (C, H, W) (a batch (N, H, W) or (N, C, H, W)). They
+draw from ``batch_generator()``, so a DataLoader repeats them exactly whatever
+its ``num_workers``; ``batch`` draws vectorised (every sample's first parameter,
+then every sample's second, ...), so a batch differs from the same samples
+transformed one at a time, each being seeded and repeatable.
+
 >>> tf = Compose([ToTensor(), Normalize((0.1307,), (0.3081,))])
 >>> tf(np.zeros((28, 28), np.uint8)).shape
 (1, 28, 28)
@@ -13,15 +23,21 @@ ToTensor and OneHot return Tensors, the others return the kind they were given.
 
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
+from ember.data.loader import batch_generator
 from ember.tensor import Tensor
 
 __all__ = ["Transform", "Compose", "ToTensor", "Normalize", "Standardize", "MinMaxScale",
-           "OneHot", "Lambda"]
+           "OneHot", "Lambda", "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip",
+           "RandomErasing"]
 
 
 def _unwrap(x: Any) -> tuple[np.ndarray, bool]:
@@ -297,3 +313,311 @@ class Lambda(Transform):
 
     def __repr__(self) -> str:
         return f"Lambda({getattr(self.fn, '__name__', repr(self.fn))})"
+
+
+# ------------------------------------------------------------ random augmentations
+class _Images(NamedTuple):
+    """A batch of images with a leading sample axis, and where its axes are."""
+
+    array: np.ndarray
+    was_tensor: bool
+    h_axis: int  # the width axis is h_axis + 1
+    c_axis: int | None  # None for single-channel HW images
+
+
+def _as_images(x: Any, owner: str, batched: bool) -> _Images:
+    """``x`` as a batch (a single image gets a leading axis of 1), its layout read from its
+    kind: arrays are HW/HWC (NHW/NHWC), Tensors (H, W)/(C, H, W) (with N in front)."""
+    array, was_tensor = _unwrap(x)
+    ndim = array.ndim - 1 if batched else array.ndim
+    if ndim not in (2, 3):
+        where = f"{owner}.batch" if batched else owner
+        lead = "N, " if batched else ""
+        raise ValueError(f"{where}: expected an image array ({lead}H, W) or ({lead}H, W, C), "
+                         f"or a Tensor ({lead}H, W) or ({lead}C, H, W), got shape {array.shape}")
+    batch = array if batched else array[None]
+    if ndim == 2:
+        return _Images(batch, was_tensor, 1, None)
+    return _Images(batch, was_tensor, 2, 1) if was_tensor else _Images(batch, was_tensor, 1, 3)
+
+
+class _RandomImageTransform(Transform):
+    """Per-sample random image transforms, computed for a whole batch at once.
+
+    Subclasses define ``_apply(images, rng) -> array``; a single sample runs as a
+    batch of one.
+    """
+
+    def __call__(self, image: Any) -> Any:
+        images = _as_images(image, type(self).__name__, batched=False)
+        return _wrap(self._apply(images, batch_generator())[0], images.was_tensor)
+
+    def batch(self, images: Any) -> Any:
+        batch = _as_images(images, type(self).__name__, batched=True)
+        return _wrap(self._apply(batch, batch_generator()), batch.was_tensor)
+
+    def _apply(self, images: _Images, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _check_probability(p: Any, owner: str) -> float:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+        raise ValueError(f"{owner}: p should be a probability in [0, 1], got {p!r}")
+    return float(p)
+
+
+def _pair(value: Any, owner: str, what: str) -> tuple[int, int]:
+    """torchvision's size rule: an int n means (n, n); else a sequence (h, w) or (n,)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        pair = (int(value), int(value))
+    elif isinstance(value, Sequence) and len(value) in (1, 2):
+        pair = (int(value[0]), int(value[-1]))
+    else:
+        raise ValueError(f"{owner}: please provide only two dimensions (h, w) for {what}, "
+                         f"got {value!r}")
+    if min(pair) <= 0:
+        raise ValueError(f"{owner}: {what} must be positive, got {value!r}")
+    return pair
+
+
+def _side_padding(padding: Any) -> tuple[int, int, int, int]:
+    """torchvision's padding rule → (left, top, right, bottom)."""
+    if isinstance(padding, numbers.Integral) and not isinstance(padding, bool):
+        sides = (int(padding),) * 4
+    elif isinstance(padding, Sequence) and len(padding) in (1, 2, 4):
+        values = [int(v) for v in padding]
+        sides = tuple(values * 4 if len(values) == 1 else values * 2 if len(values) == 2
+                      else values)
+    else:
+        raise ValueError("RandomCrop: padding must be an int or a 1, 2, or 4 element tuple, "
+                         f"got {padding!r}")
+    if min(sides) < 0:
+        raise ValueError(f"RandomCrop: padding must be non-negative, got {padding!r}")
+    return sides
+
+
+def _channel_values(value: Any, images: _Images, owner: str) -> np.ndarray:
+    """A scalar or per-channel fill value, shaped to broadcast against the batch."""
+    array = images.array
+    values = np.asarray(value, dtype=np.float64).reshape(-1)
+    channels = 1 if images.c_axis is None else array.shape[images.c_axis]
+    if len(values) not in (1, channels):
+        raise ValueError(f"{owner}: if value is a sequence, it should have either a single "
+                         f"value or {channels} (number of input channels), got {len(values)}")
+    shape = [1] * array.ndim
+    if len(values) > 1:
+        shape[images.c_axis] = channels
+    return values.astype(array.dtype).reshape(shape)
+
+
+_PAD_MODES = ("constant", "edge", "reflect", "symmetric")
+
+
+class RandomCrop(_RandomImageTransform):
+    """Crop a random ``size`` window from each image, optionally padded first (torchvision's).
+
+    size: int or (h, w). padding: int, (left/right, top/bottom) or (left, top, right,
+    bottom), added before cropping. pad_if_needed: pad images smaller than ``size``.
+    fill (alias pad_value): the constant padding value, a scalar or one per channel.
+    padding_mode: constant, edge, reflect or symmetric.
+    ``batch`` pads the whole batch once and gathers every sample's window with one
+    fancy-indexing step; the window offsets are drawn as ``integers(0, H - h + 1,
+    size=N)`` then the same for the left edges.
+
+    >>> RandomCrop(32, padding=4).batch(np.zeros((8, 32, 32, 3), np.uint8)).shape
+    (8, 32, 32, 3)
+    """
+
+    def __init__(self, size: int | Sequence[int], padding: Any = None,
+                 pad_if_needed: bool = False, fill: Any = 0, padding_mode: str = "constant",
+                 *, pad_value: Any = None) -> None:
+        self.size = _pair(size, "RandomCrop", "size")
+        self.padding = None if padding is None else _side_padding(padding)
+        if padding_mode not in _PAD_MODES:
+            raise ValueError("RandomCrop: padding mode should be either constant, edge, reflect "
+                             f"or symmetric, got {padding_mode!r}")
+        self.pad_if_needed = bool(pad_if_needed)
+        self.fill = fill if pad_value is None else pad_value
+        self.padding_mode = padding_mode
+
+    def _apply(self, images: _Images, rng: np.random.Generator) -> np.ndarray:
+        array = self._pad(images, self.padding or (0, 0, 0, 0))
+        array = self._pad(images._replace(array=array), self._missing_padding(array, images))
+        height, width = array.shape[images.h_axis:images.h_axis + 2]
+        th, tw = self.size
+        if height < th or width < tw:
+            raise ValueError(f"RandomCrop: required crop size {(th, tw)} is larger than input "
+                             f"image size {(height, width)}")
+        n = len(array)
+        top = rng.integers(0, height - th + 1, size=n)
+        left = rng.integers(0, width - tw + 1, size=n)
+        return _gather_windows(array, images.h_axis, top, left, (th, tw))
+
+    def _missing_padding(self, array: np.ndarray, images: _Images) -> tuple[int, int, int, int]:
+        """pad_if_needed: what a too-small image still lacks, on both sides (torchvision's)."""
+        if not self.pad_if_needed:
+            return (0, 0, 0, 0)
+        height, width = array.shape[images.h_axis:images.h_axis + 2]
+        dh, dw = max(self.size[0] - height, 0), max(self.size[1] - width, 0)
+        return (dw, dh, dw, dh)
+
+    def _pad(self, images: _Images, sides: tuple[int, int, int, int]) -> np.ndarray:
+        array, h = images.array, images.h_axis
+        left, top, right, bottom = sides
+        if not any(sides):
+            return array
+        if self.padding_mode != "constant":
+            widths = [(0, 0)] * array.ndim
+            widths[h], widths[h + 1] = (top, bottom), (left, right)
+            return np.pad(array, widths, mode=self.padding_mode)
+        shape = list(array.shape)
+        shape[h] += top + bottom
+        shape[h + 1] += left + right
+        out = np.empty(shape, array.dtype)
+        out[...] = _channel_values(self.fill, images, "RandomCrop")
+        inner = [slice(None)] * array.ndim
+        inner[h] = slice(top, top + array.shape[h])
+        inner[h + 1] = slice(left, left + array.shape[h + 1])
+        out[tuple(inner)] = array
+        return out
+
+    def __repr__(self) -> str:
+        return (f"RandomCrop(size={self.size}, padding={self.padding}, "
+                f"pad_if_needed={self.pad_if_needed}, fill={self.fill}, "
+                f"padding_mode={self.padding_mode!r})")
+
+
+def _gather_windows(array: np.ndarray, h_axis: int, top: np.ndarray, left: np.ndarray,
+                    size: tuple[int, int]) -> np.ndarray:
+    """``array[k]``'s ``size`` window at ``(top[k], left[k])`` for every k, in one gather."""
+    windows = sliding_window_view(array, size, axis=(h_axis, h_axis + 1))
+    index = [np.arange(len(array))] + [slice(None)] * (h_axis - 1) + [top, left]
+    picked = windows[tuple(index)]  # (N, other axes..., h, w) for both layouts
+    return np.ascontiguousarray(np.moveaxis(picked, (-2, -1), (h_axis, h_axis + 1)))
+
+
+class RandomHorizontalFlip(_RandomImageTransform):
+    """Mirror each image left-right with probability ``p`` (torchvision's).
+
+    ``batch`` draws ``random(N) < p`` and mirrors the chosen samples with one masked copy.
+
+    >>> RandomHorizontalFlip(p=1.0)(np.array([[1, 2, 3]])).tolist()
+    [[3, 2, 1]]
+    """
+
+    axis_offset = 1  # the width axis is h_axis + 1
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = _check_probability(p, type(self).__name__)
+
+    def _apply(self, images: _Images, rng: np.random.Generator) -> np.ndarray:
+        array = images.array
+        flip = rng.random(len(array)) < self.p
+        out = array.copy()  # then overwrite the flipped samples: cheaper than np.where
+        out[flip] = np.flip(array[flip], axis=images.h_axis + self.axis_offset)
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.p})"
+
+
+class RandomVerticalFlip(RandomHorizontalFlip):
+    """Mirror each image top-bottom with probability ``p`` (torchvision's).
+
+    >>> RandomVerticalFlip(p=1.0)(np.array([[1], [2]])).tolist()
+    [[2], [1]]
+    """
+
+    axis_offset = 0
+
+
+class RandomErasing(_RandomImageTransform):
+    """Cutout: with probability ``p`` erase a random rectangle of each image (torchvision's
+    RandomErasing, Zhong et al. 2017).
+
+    The rectangle covers a fraction of the image drawn from ``scale`` with an aspect ratio
+    drawn log-uniformly from ``ratio``; of 10 tries per image the first that fits is used
+    (none fits: the image is kept). value: a number, one per channel, or ``"random"``
+    (standard normal noise, float images only). Usually placed after ToTensor/Normalize,
+    on (C, H, W) float Tensors; HWC uint8 arrays work too, values cast to uint8.
+    ``batch`` draws, for all N samples at once: ``random(N) < p``, the (N, 10) scales,
+    the (N, 10) log-ratios, then the top and left edges, and erases with one broadcast
+    rectangle mask. inplace=True writes into the input (never a dataset's stored images).
+
+    >>> RandomErasing(p=1.0, value=0)(ember.ones(3, 8, 8)).sum().item() < 3 * 64
+    True
+    """
+
+    attempts = 10
+
+    def __init__(self, p: float = 0.5, scale: Sequence[float] = (0.02, 0.33),
+                 ratio: Sequence[float] = (0.3, 3.3), value: Any = 0,
+                 inplace: bool = False) -> None:
+        if not isinstance(value, (numbers.Number, str, tuple, list)):
+            raise TypeError("RandomErasing: argument value should be either a number or str or "
+                            f"a sequence, got {type(value).__name__}")
+        if isinstance(value, (tuple, list)) and not all(
+                isinstance(v, numbers.Real) for v in value):
+            raise TypeError(f"RandomErasing: a sequence value should hold numbers, got "
+                            f"{value!r}")
+        if isinstance(value, str) and value != "random":
+            raise ValueError(f"RandomErasing: if value is str, it should be 'random', got "
+                             f"{value!r}")
+        for name, pair in (("scale", scale), ("ratio", ratio)):
+            if not isinstance(pair, Sequence) or len(pair) != 2:
+                raise TypeError(f"RandomErasing: {name} should be a sequence (min, max), got "
+                                f"{pair!r}")
+        if scale[0] > scale[1] or ratio[0] > ratio[1]:
+            warnings.warn("Scale and ratio should be of kind (min, max)", stacklevel=2)
+        if scale[0] < 0 or scale[1] > 1:
+            raise ValueError(f"RandomErasing: scale should be between 0 and 1, got {scale!r}")
+        if min(ratio) <= 0:
+            raise ValueError(f"RandomErasing: ratio values must be positive, got {ratio!r}")
+        self.p = _check_probability(p, "RandomErasing")
+        self.scale, self.ratio = tuple(map(float, scale)), tuple(map(float, ratio))
+        self.value, self.inplace = value, bool(inplace)
+
+    def _apply(self, images: _Images, rng: np.random.Generator) -> np.ndarray:
+        array, h = images.array, images.h_axis
+        height, width = array.shape[h:h + 2]
+        top, left, eh, ew, erase = self._rectangles(len(array), height, width, rng)
+        rows, cols = np.arange(height), np.arange(width)
+        inside = ((rows >= top[:, None]) & (rows < (top + eh)[:, None]))[:, :, None] \
+            & ((cols >= left[:, None]) & (cols < (left + ew)[:, None]))[:, None, :] \
+            & erase[:, None, None]  # (N, H, W)
+        mask = inside.reshape(inside.shape[:1] + (1,) * (h - 1) + inside.shape[1:]
+                              + (1,) * (array.ndim - h - 2))
+        out = array if self.inplace else array.copy()
+        self._fill(out, np.broadcast_to(mask, out.shape), images, rng)
+        return out
+
+    def _rectangles(self, n: int, height: int, width: int, rng: np.random.Generator) -> tuple:
+        """Each sample's (top, left, height, width) and whether it is erased at all."""
+        erase = rng.random(n) < self.p
+        areas = height * width * rng.uniform(*self.scale, size=(n, self.attempts))
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        aspect = np.exp(rng.uniform(*log_ratio, size=(n, self.attempts)))
+        eh = np.round(np.sqrt(areas * aspect)).astype(np.int64)
+        ew = np.round(np.sqrt(areas / aspect)).astype(np.int64)
+        fits = (eh < height) & (ew < width)
+        first = fits.argmax(axis=1)  # the first attempt that fits, as torchvision's loop takes
+        found = fits[np.arange(n), first]
+        eh = np.where(found, eh[np.arange(n), first], 0)
+        ew = np.where(found, ew[np.arange(n), first], 0)
+        top = rng.integers(0, height - eh + 1)
+        left = rng.integers(0, width - ew + 1)
+        return top, left, eh, ew, erase & found
+
+    def _fill(self, out: np.ndarray, mask: np.ndarray, images: _Images,
+              rng: np.random.Generator) -> None:
+        if not isinstance(self.value, str):
+            np.copyto(out, _channel_values(self.value, images, "RandomErasing"), where=mask)
+            return
+        if out.dtype.kind != "f":
+            raise TypeError(f"RandomErasing: value='random' needs float images, got "
+                            f"{out.dtype}; apply ToTensor() first")
+        out[mask] = rng.standard_normal(int(mask.sum())).astype(out.dtype)
+
+    def __repr__(self) -> str:
+        return (f"RandomErasing(p={self.p}, scale={self.scale}, ratio={self.ratio}, "
+                f"value={self.value!r}, inplace={self.inplace})")

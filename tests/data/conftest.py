@@ -24,8 +24,9 @@ def _require(folder: Path) -> Path:
     if folder.is_dir():
         return folder
     message = (f"dataset folder {folder} is missing: set EMBER_DATA to the folder holding "
-               "mnist/ and fashion-mnist/ (the original .gz files), or put them in "
-               "../shared/datasets beside the repository")
+               "mnist/ and fashion-mnist/ (the original .gz files) and "
+               "cifar-10/cifar-10-batches-bin/, or put them in ../shared/datasets beside the "
+               "repository")
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
@@ -33,7 +34,7 @@ def _require(folder: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    """The folder holding mnist/, fashion-mnist/, ..."""
+    """The folder holding mnist/, fashion-mnist/, cifar-10/ ..."""
     return _require(_datasets_folder())
 
 
@@ -45,6 +46,13 @@ def mnist_root(data_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def fashion_root(data_root: Path) -> Path:
     return _require(data_root / "fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def cifar_root(data_root: Path) -> Path:
+    """The folder holding cifar-10-batches-bin/ (the official binary version)."""
+    _require(data_root / "cifar-10" / "cifar-10-batches-bin")
+    return data_root / "cifar-10"
 
 
 @pytest.fixture(name="write_idx_gz")

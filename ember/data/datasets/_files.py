@@ -1,16 +1,24 @@
-"""Dataset files: the error type, md5 checks cached per process, and atomic downloads."""
+"""Dataset files: the error type, md5 checks cached per process, atomic downloads and
+extraction."""
 
 from __future__ import annotations
 
+import functools
+import gzip
 import hashlib
 import os
+import shutil
+import tarfile
 import tempfile
 import threading
 import urllib.request
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["DatasetError", "md5sum", "download_file", "DOWNLOAD_TIMEOUT_S"]
+__all__ = ["DatasetError", "md5sum", "check_md5", "download_file", "write_atomically",
+           "extract_members", "DOWNLOAD_TIMEOUT_S"]
 
 DOWNLOAD_TIMEOUT_S = 60
 _CHUNK = 1 << 20
@@ -38,6 +46,16 @@ def md5sum(path: str | os.PathLike) -> str:
     with _md5_lock:
         _md5_cache[key] = digest.hexdigest()
     return _md5_cache[key]
+
+
+def check_md5(path: str | os.PathLike, expected: str, owner: str, remedy: str) -> Path:
+    """``path`` if its (cached) md5 is ``expected``, else a DatasetError naming the file, both
+    sums, and ``remedy`` (how to get a good copy)."""
+    got = md5sum(path)
+    if got != expected:
+        raise DatasetError(f"{owner}: {path} has md5 {got}, expected {expected}: the file is "
+                           f"corrupt or not the official one. {remedy}")
+    return Path(path)
 
 
 def _fetch_to(url: str, tmp: Path) -> str:
@@ -102,3 +120,46 @@ def download_file(filename: str, folder: str | os.PathLike, md5: str,
         failures.append(failure)
     raise DatasetError(f"could not download {filename} (expected md5 {md5}) into {folder}:\n  "
                        + "\n  ".join(failures or ["no mirrors configured"]))
+
+
+def write_atomically(target: str | os.PathLike, fill: Callable[[BinaryIO], None]) -> Path:
+    """Write ``target`` with ``fill(file)`` into a temp file beside it, fsync, then rename:
+    readers see the old file or the whole new one, and a failure leaves no part behind."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            fill(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+        _fsync_folder(target.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _copy_from(source: BinaryIO, out: BinaryIO) -> None:
+    shutil.copyfileobj(source, out, _CHUNK)
+
+
+def extract_members(archive: str | os.PathLike, members: Mapping[str, str | os.PathLike]) -> None:
+    """Copy the named regular-file members of a tar archive to the given paths, atomically.
+
+    Nothing else in the archive is written, so member names like ``../x`` and links
+    cannot reach outside the target paths.
+    """
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            found = {m.name: m for m in tar.getmembers()}
+            for name, target in members.items():
+                member = found.get(name)
+                if member is None or not member.isfile():
+                    raise DatasetError(f"{archive}: has no regular file {name}")
+                source = tar.extractfile(member)
+                write_atomically(target, functools.partial(_copy_from, source))
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DatasetError(f"{archive}: not a valid tar archive, it is truncated or corrupt "
+                           f"({type(e).__name__}: {e})") from e

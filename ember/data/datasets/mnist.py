@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ember.data.dataset import Dataset, _check_index, as_batch, is_batchable_transform
-from ember.data.datasets._files import DatasetError, download_file, md5sum
+from ember.data.datasets._arrays import ImageArrayDataset
+from ember.data.datasets._files import DatasetError, check_md5, download_file, md5sum
 from ember.data.datasets.idx import read_idx_gz
-from ember.tensor import Tensor
 
 __all__ = ["MNIST", "FashionMNIST", "MNIST_MIRRORS", "FASHION_MNIST_MIRRORS", "MNIST_MD5",
            "FASHION_MNIST_MD5", "SAMPLE_PATH", "DATA_ENV", "DEFAULT_DOWNLOAD_ROOT"]
@@ -49,7 +48,7 @@ FASHION_MNIST_MD5 = {
 IMAGE_SHAPE = (28, 28)
 
 
-class MNIST(Dataset):
+class MNIST(ImageArrayDataset):
     """The MNIST digits: ``ds[i]`` is ``(image, label)``.
 
     image: ``transform(uint8 array of shape (28, 28))``, or without a transform a
@@ -88,41 +87,6 @@ class MNIST(Dataset):
         else:
             self.root = self._resolve_folder(self._base_folder(root, download), root, download)
             self.images, self.labels = self._load_files()
-
-    # ------------------------------------------------------------ samples
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        i = _check_index(index, len(self), type(self).__name__)
-        image = self.images[i]
-        image = self.transform(image) if self.transform else Tensor._make(image.copy(), False, None)
-        label = int(self.labels[i])
-        return image, (self.target_transform(label) if self.target_transform else label)
-
-    @property
-    def batchable(self) -> bool:
-        return is_batchable_transform(self.transform) and is_batchable_transform(
-            self.target_transform)
-
-    def get_batch(self, indices: np.ndarray) -> list:
-        """``[images, labels]`` for ``indices``, the transforms applied to the whole batch."""
-        images, labels = self.images[indices], self.labels[indices]
-        x = self.transform.batch(images) if self.transform else images
-        y = self.target_transform.batch(labels) if self.target_transform else labels
-        return [as_batch(x), as_batch(y)]
-
-    @property
-    def data(self) -> Tensor:
-        return Tensor._make(self.images, False, None)
-
-    @property
-    def targets(self) -> Tensor:
-        return Tensor._make(self.labels, False, None)
-
-    @property
-    def class_to_idx(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.classes)}
 
     def __repr__(self) -> str:
         where = "packaged sample" if self.is_sample else str(self.root)
@@ -181,13 +145,9 @@ class MNIST(Dataset):
         path = self.root / name
         if not path.is_file():
             raise self._missing_error(self.root, name)
-        got, expected = md5sum(path), self.md5s[name]
-        if got != expected:
-            raise DatasetError(
-                f"{type(self).__name__}: {path} has md5 {got}, expected {expected}: the file is "
-                "corrupt or not the official one. Delete it and fetch it again with "
-                f"download=True, or point {DATA_ENV} at a good copy.")
-        return path
+        return check_md5(path, self.md5s[name], type(self).__name__,
+                         f"Delete it and fetch it again with download=True, or point {DATA_ENV} "
+                         "at a good copy.")
 
     def _load_files(self) -> tuple[np.ndarray, np.ndarray]:
         images_name, labels_name = self.split_files()
