@@ -41,6 +41,9 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give it the permissions open() would
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -12,10 +12,19 @@ from ember.autograd import Function, register, register_composed
 from ember.backend import xp
 from ember.tensor import Tensor
 
-try:  # SciPy's erf is fast; the fallback is exact but slower. NumPy stays the only requirement.
-    from scipy.special import erf as _erf
-except ImportError:  # pragma: no cover - depends on the environment
-    _erf = xp.vectorize(math.erf, otypes=[xp.float64])
+_ERF: list = []
+
+
+def _erf(x):
+    """erf, elementwise: SciPy's when installed (fast), else math.erf (exact, slower).
+    Imported on first use so that `import ember` stays quick and needs only NumPy."""
+    if not _ERF:
+        try:
+            from scipy.special import erf
+        except ImportError:  # pragma: no cover - depends on the environment
+            erf = xp.vectorize(math.erf, otypes=[xp.float64])
+        _ERF.append(erf)
+    return _ERF[0](x)
 
 _SQRT_2 = math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
