@@ -25,7 +25,9 @@ globals().update(FUNCTIONS)  # ember.exp, ember.cat, ember.where, ... : one per 
 
 # The package facade also loads the layers above the core (the core never imports them).
 from ember import data, nn, optim  # noqa: E402, F401
+from ember import models, train  # noqa: E402, F401
 from ember.serialize import CheckpointError, load, save  # noqa: E402
+from ember.summary import summary  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -34,5 +36,5 @@ __all__ = ["Tensor", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "full
            "full_like", "empty_like", "rand_like", "randn_like", "no_grad", "enable_grad",
            "set_grad_enabled", "is_grad_enabled", "manual_seed", "get_rng_state",
            "set_rng_state", "float32", "float64", "float16", "int64", "int32", "int16", "int8",
-           "uint8", "bool", "long", "double", "save", "load", "CheckpointError", "AnomalyError",
+           "uint8", "bool", "long", "double", "save", "load", "CheckpointError", "AnomalyError", "summary",
            *sorted(FUNCTIONS)]

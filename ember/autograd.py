@@ -324,3 +324,10 @@ def gradcheck(fn: Callable, inputs: Sequence[Tensor], eps: float = 1e-6, atol: f
                 f"gradcheck: input {i}, element {tuple(int(w) for w in worst)}: backprop gives "
                 f"{analytic[worst]:.8g}, central differences give {numeric[worst]:.8g}")
     return True
+
+
+def __getattr__(name: str) -> Any:  # lazy: gradcheck_module needs ember.nn, above the core
+    if name != "gradcheck_module":
+        raise AttributeError(f"module 'ember.autograd' has no attribute {name!r}")
+    from ember.diagnostics import gradcheck_module
+    return gradcheck_module

@@ -21,7 +21,7 @@ from ember.data.transforms import Compose, Normalize, ToTensor
 
 # ---- config (each can be overridden on the command line)
 RECIPES = {
-    "sigmoid": dict(epochs=30, batch_size=10, lr=0.1),
+    "sigmoid": dict(epochs=150, batch_size=10, lr=0.1),
     "relu": dict(epochs=20, batch_size=64, lr=0.05, momentum=0.9),
     "adam": dict(epochs=5, batch_size=32, lr=1e-3),
 }

@@ -12,14 +12,19 @@ from ember.nn import init, utils  # noqa: F401
 from ember.nn.activation import (ELU, GELU, SELU, Hardtanh, LeakyReLU, LogSigmoid, LogSoftmax,
                                  ReLU, ReLU6, Sigmoid, SiLU, Softmax, Softplus, Tanh)
 from ember.nn.container import ModuleDict, ModuleList, Sequential
-from ember.nn.dropout import AlphaDropout, Dropout
+from ember.nn.conv import Conv1d, Conv2d, ConvTranspose2d
+from ember.nn.dropout import AlphaDropout, Dropout, Dropout2d
 from ember.nn.linear import Bilinear, Flatten, Identity, Linear, Unflatten
 from ember.nn.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, KLDivLoss,
                            L1Loss, MSELoss, NLLLoss, SmoothL1Loss)
 from ember.nn.module import Module
-from ember.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from ember.nn.normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm2d,
+                                    LayerNorm)
 from ember.nn.parameter import Parameter
+from ember.nn.pooling import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d,
+                              MaxUnpool2d)
 from ember.nn.sparse import Embedding
+from ember.nn.upsampling import PixelShuffle, PixelUnshuffle, Upsample
 
 __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear",
            "Bilinear", "Flatten", "Unflatten", "Dropout", "AlphaDropout", "Embedding",
@@ -27,4 +32,6 @@ __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Ide
            "Tanh", "ELU", "SELU", "GELU", "SiLU", "Softplus", "Hardtanh", "Softmax",
            "LogSoftmax", "LogSigmoid", "L1Loss", "MSELoss", "HuberLoss", "SmoothL1Loss",
            "NLLLoss", "CrossEntropyLoss", "BCELoss", "BCEWithLogitsLoss", "KLDivLoss",
-           "functional", "init", "utils"]
+           "Conv1d", "Conv2d", "ConvTranspose2d", "Dropout2d", "GroupNorm", "InstanceNorm2d",
+           "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "MaxUnpool2d",
+           "Upsample", "PixelShuffle", "PixelUnshuffle", "functional", "init", "utils"]

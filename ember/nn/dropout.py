@@ -6,7 +6,7 @@ from ember.nn import functional as F
 from ember.nn.module import Module
 from ember.tensor import Tensor
 
-__all__ = ["Dropout", "AlphaDropout"]
+__all__ = ["Dropout", "AlphaDropout", "Dropout2d"]
 
 
 class _DropoutNd(Module):
@@ -37,3 +37,10 @@ class AlphaDropout(_DropoutNd):
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
         return F.alpha_dropout(input, self.p, self.training)
+
+
+class Dropout2d(_DropoutNd):
+    """Zero whole channels of (N, C, H, W) in training, scaling the rest by 1/(1-p)."""
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return F.dropout2d(input, self.p, self.training)

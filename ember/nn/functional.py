@@ -348,6 +348,53 @@ def kl_div(input: Tensor, target: Tensor, size_average: bool | None = None,  # n
     return _reduce(loss, reduction_used)
 
 
-__all__ = sorted({*__all__, "dropout", "alpha_dropout", "bilinear", "batch_norm", "layer_norm",
+# ---------------------------------------------------------------- conv-net normalisation
+def dropout2d(input: Tensor, p: float = 0.5, training: bool = True,  # noqa: A002
+              inplace: bool = False) -> Tensor:
+    """Zero whole channels of (N, C, H, W) with probability ``p``, scaling the rest."""
+    _check_probability(p, "dropout")
+    if input.ndim not in (3, 4):
+        raise ValueError(f"dropout2d: expected a 3-D or 4-D input, got shape {input.shape}")
+    if not training or p == 0.0:
+        return input
+    shape = input.shape[:-2] + (1, 1)
+    mask = _keep_mask(Tensor(xp.empty(shape, input.dtype), input.dtype), p)
+    return input * _constant(mask / (1.0 - p)) if p < 1.0 else input * 0.0
+
+
+def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,  # noqa: A002
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalise each group of ``C / num_groups`` channels over the channels and space."""
+    if input.ndim < 2 or input.shape[1] % num_groups:
+        raise ValueError(f"group_norm: expected input (N, C, ...) with C divisible by "
+                         f"num_groups={num_groups}, got shape {input.shape}")
+    n = input.shape[0]
+    grouped = input.reshape(n, num_groups, -1)
+    out = FUNCTIONS["standardize"](grouped, (2,), eps).reshape(*input.shape)
+    return _affine(out, weight, bias, _channel_shape(input))
+
+
+def instance_norm(input: Tensor, running_mean: Tensor | None = None,  # noqa: A002
+                  running_var: Tensor | None = None, weight: Tensor | None = None,
+                  bias: Tensor | None = None, use_input_stats: bool = True,
+                  momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Normalise each (sample, channel) plane over its spatial dims."""
+    if input.ndim < 3:
+        raise ValueError(f"instance_norm: expected input (N, C, ...), got shape {input.shape}")
+    spatial = tuple(range(2, input.ndim))
+    if not use_input_stats:
+        return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+    out = FUNCTIONS["standardize"](input, spatial, eps)
+    if running_mean is not None and running_var is not None:
+        # torch: the batch average of each instance's mean and unbiased variance
+        planes = input.array.reshape(input.shape[0], input.shape[1], -1)
+        with no_grad():
+            running_mean.mul_(1 - momentum).add_(planes.mean(axis=2).mean(0) * momentum)
+            running_var.mul_(1 - momentum).add_(planes.var(axis=2, ddof=1).mean(0) * momentum)
+    return _affine(out, weight, bias, _channel_shape(input))
+
+
+__all__ = sorted({*__all__, "dropout2d", "group_norm", "instance_norm",
+                  "dropout", "alpha_dropout", "bilinear", "batch_norm", "layer_norm",
                   "logsigmoid", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
                   "nll_loss", "binary_cross_entropy_with_logits", "kl_div"})

@@ -7,6 +7,7 @@ torch does, so ``state_dict`` keys and ``named_parameters`` match torch's.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict, namedtuple
 from collections.abc import Callable, Iterator, Mapping
 from itertools import chain
@@ -17,7 +18,26 @@ from ember.backend import xp
 from ember.nn.parameter import Parameter
 from ember.tensor import Tensor
 
-__all__ = ["Module", "IncompatibleKeys"]
+__all__ = ["Module", "IncompatibleKeys", "RemovableHandle"]
+
+
+class RemovableHandle:
+    """What ``register_forward_hook`` returns: ``handle.remove()`` unregisters the hook."""
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks: dict) -> None:
+        self.hooks = hooks
+        self.id = next(RemovableHandle._ids)
+
+    def remove(self) -> None:
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
 
 
 class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
@@ -67,13 +87,38 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent_buffers_set", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(
             f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        result = self.forward(*args, **kwargs)
+        hooks = self.__dict__.get("_forward_hooks")
+        if hooks:
+            for hook in list(hooks.values()):
+                replaced = hook(self, args, result)
+                if replaced is not None:  # a hook may return a new output, as in torch
+                    result = replaced
+        return result
+
+    def register_forward_hook(self, hook: Callable[[Module, tuple, Any], Any]
+                              ) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after every forward; a non-None return value
+        replaces the output. Returns a handle whose ``remove()`` unregisters the hook.
+
+        >>> layer = nn.Linear(2, 3)
+        >>> handle = layer.register_forward_hook(lambda m, args, out: print(out.shape))
+        >>> _ = layer(ember.zeros(4, 2))
+        (4, 3)
+        >>> handle.remove()
+        """
+        if "_forward_hooks" not in self.__dict__:
+            object.__setattr__(self, "_forward_hooks", OrderedDict())
+        handle = RemovableHandle(self._forward_hooks)
+        self._forward_hooks[handle.id] = hook
+        return handle
 
     # ------------------------------------------------------------ attribute registry
     def __getattr__(self, name: str) -> Any:

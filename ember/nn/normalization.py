@@ -13,7 +13,7 @@ from ember.nn.linear import empty_parameter, factory_dtype
 from ember.nn.module import Module
 from ember.tensor import Tensor
 
-__all__ = ["LayerNorm", "BatchNorm1d", "BatchNorm2d"]
+__all__ = ["LayerNorm", "BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm2d"]
 
 
 class LayerNorm(Module):
@@ -161,3 +161,71 @@ class BatchNorm2d(_BatchNorm):
     """Batch norm over (N, C, H, W) inputs."""
 
     input_dims = (4,)
+
+
+class GroupNorm(Module):
+    """Normalise groups of channels per sample; independent of the batch size.
+
+    >>> gn = nn.GroupNorm(2, 4)
+    >>> gn(ember.randn(3, 4, 5, 5)).shape
+    (3, 4, 5, 5)
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
+                 affine: bool = True, device: Any = None, dtype: Any = None, *,
+                 bias: bool = True) -> None:
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by "
+                             f"num_groups ({num_groups})")
+        dtype = factory_dtype(dtype, device)
+        self.num_groups, self.num_channels, self.eps, self.affine = (num_groups, num_channels,
+                                                                     eps, affine)
+        self.weight = empty_parameter((num_channels,), dtype) if affine else None
+        self.bias = empty_parameter((num_channels,), dtype) if affine and bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        if input.ndim < 2 or input.shape[1] != self.num_channels:
+            raise ValueError(f"{self!r}: expected input (N, {self.num_channels}, ...), got "
+                             f"shape {tuple(input.shape)}")
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"bias={self.bias is not None}")
+
+
+class InstanceNorm2d(_BatchNorm):
+    """Normalise each (sample, channel) plane over H and W (torch's defaults:
+    no affine parameters, no running statistics)."""
+
+    input_dims = (3, 4)
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = False, track_running_stats: bool = False, device: Any = None,
+                 dtype: Any = None, *, bias: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                         bias=bias)
+
+    def _check_input(self, input: Tensor) -> None:  # noqa: A002
+        if input.ndim not in self.input_dims:
+            raise ValueError(f"{self!r}: expected 3D or 4D input (got {input.ndim}D input)")
+        if input.shape[-3] != self.num_features:
+            raise ValueError(f"{self!r}: expected input with {self.num_features} channels, got "
+                             f"{input.shape[-3]} (input shape {tuple(input.shape)})")
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        self._check_input(input)
+        batched = input if input.ndim == 4 else input.unsqueeze(0)
+        use_input_stats = self.training or not self.track_running_stats
+        momentum = 0.1 if self.momentum is None else self.momentum
+        out = F.instance_norm(batched, self.running_mean, self.running_var, self.weight,
+                              self.bias, use_input_stats, momentum, self.eps)
+        return out if input.ndim == 4 else out.squeeze(0)

@@ -1,4 +1,4 @@
 """Primitive op classes by family. Importing this package registers every op
 as a Tensor method and an ``ember.<name>`` function."""
 
-from ember.ops import arithmetic, elementwise, index, reduce, shape  # noqa: F401
+from ember.ops import arithmetic, conv, elementwise, index, pool, reduce, resample, shape  # noqa: F401

@@ -1,0 +1,407 @@
+"""Convolution, pooling and resampling against torch, configuration by configuration.
+
+Every row runs the same call through ``torch.nn.functional`` and ``ember.nn.functional``
+in float64 and compares the outputs and the gradients of every floating input
+(input, weight, bias) at rtol 1e-7. Then: the fast 2x2 pooling paths against the
+general ones, float32 staying float32, gradcheck on small cases, and the errors
+that bad arguments raise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import ember
+import ember.nn.functional as F
+from ember.ops import pool
+from tests.helpers import OpCase, gradcheck_case, helper_test_op
+
+TOL = dict(rtol=1e-7, atol=1e-9)
+
+
+def cfg(name: str, shapes: list, op: str, *args, gen=None, **kwargs) -> pytest.param:
+    """One configuration: ``op(*inputs, *args, **kwargs)`` in both libraries."""
+    def torch_fn(*t):
+        with warnings.catch_warnings():  # torch warns about even kernels with 'same'
+            warnings.simplefilter("ignore", UserWarning)
+            return getattr(TF, op)(*t, *args, **kwargs)
+
+    def ember_fn(*e):
+        return getattr(F, op)(*e, *args, **kwargs)
+    case = OpCase(op, [shapes], torch_fn, ember_fn, gen=gen, tol=TOL)
+    return pytest.param(case, id=name)
+
+
+def unpool_inputs(rng, shapes):
+    """max_pool2d(kernel 2, stride 2) outputs and indices of a random input."""
+    (n, c, h, w), _ = shapes
+    x = torch.tensor(rng.uniform(-2, 2, (n, c, 2 * h, 2 * w)))
+    out, idx = TF.max_pool2d(x, 2, return_indices=True)
+    return [out.numpy(), idx.numpy()]
+
+
+def ties(rng, shapes):
+    """ReLU-like input: many equal zeros, so max pools must pick torch's first maximum."""
+    return [np.maximum(rng.integers(-2, 3, s), 0).astype(float) for s in shapes]
+
+
+X = (2, 3, 7, 7)
+CONFIGS = [
+    # ------------------------------------------------------------ conv2d
+    cfg("conv-basic", [X, (4, 3, 3, 3), (4,)], "conv2d"),
+    cfg("conv-pad1", [(2, 3, 8, 8), (4, 3, 3, 3), (4,)], "conv2d", padding=1),
+    cfg("conv-stride2-pad1", [(2, 3, 9, 9), (5, 3, 3, 3), (5,)], "conv2d", stride=2, padding=1),
+    cfg("conv-asym-kernel-stride-pad", [(2, 2, 7, 6), (3, 2, 3, 2), (3,)], "conv2d",
+        stride=(2, 1), padding=(1, 0)),
+    cfg("conv-dilation2", [(1, 2, 9, 9), (3, 2, 3, 3), (3,)], "conv2d", dilation=2),
+    cfg("conv-asym-dilation-stride", [(2, 2, 9, 8), (3, 2, 3, 2), (3,)], "conv2d",
+        stride=(1, 2), padding=(2, 1), dilation=(2, 1)),
+    cfg("conv-groups2", [(2, 4, 6, 6), (6, 2, 3, 3), (6,)], "conv2d", groups=2),
+    cfg("conv-depthwise", [(2, 3, 6, 6), (3, 1, 3, 3), (3,)], "conv2d", groups=3, padding=1),
+    cfg("conv-depthwise-x2", [(2, 3, 6, 5), (6, 1, 3, 3)], "conv2d", groups=3, stride=2),
+    cfg("conv-1x1", [(2, 5, 4, 4), (3, 5, 1, 1), (3,)], "conv2d"),
+    cfg("conv-1x1-stride2", [(2, 5, 5, 5), (3, 5, 1, 1)], "conv2d", stride=2),
+    cfg("conv-same-even-kernel", [(1, 2, 6, 7), (3, 2, 4, 4), (3,)], "conv2d", padding="same"),
+    cfg("conv-same-dilated-asym", [(2, 2, 7, 6), (3, 2, 2, 3)], "conv2d", padding="same",
+        dilation=(3, 2)),
+    cfg("conv-valid", [(2, 3, 6, 5), (2, 3, 3, 2), (2,)], "conv2d", padding="valid"),
+    cfg("conv-no-bias", [X, (4, 3, 3, 3)], "conv2d", padding=2),
+    cfg("conv-odd-sizes", [(3, 3, 11, 5), (2, 3, 5, 5), (2,)], "conv2d", stride=3, padding=2),
+    cfg("conv-kernel-fills-input", [(2, 2, 5, 5), (3, 2, 5, 5), (3,)], "conv2d"),
+    cfg("conv-stride-over-kernel", [(1, 2, 9, 9), (2, 2, 2, 2)], "conv2d", stride=3),
+    cfg("conv-groups-stride-dilation", [(2, 4, 9, 9), (4, 2, 3, 3), (4,)], "conv2d", stride=2,
+        dilation=2, padding=2, groups=2),
+    cfg("conv-unbatched", [(3, 6, 6), (4, 3, 3, 3), (4,)], "conv2d", padding=1),
+    cfg("conv-wide-rows", [(2, 3, 12, 12), (4, 3, 3, 3), (4,)], "conv2d", padding=1),
+    cfg("conv-many-outputs", [(2, 2, 7, 7), (6, 2, 3, 3), (6,)], "conv2d", padding=1),
+    cfg("conv-pad-beyond-kernel", [(2, 2, 5, 5), (3, 2, 3, 3), (3,)], "conv2d", padding=3),
+    # ------------------------------------------------------------ conv1d
+    cfg("conv1d-pad1", [(2, 3, 10), (4, 3, 3), (4,)], "conv1d", padding=1),
+    cfg("conv1d-stride-dilation", [(2, 3, 13), (4, 3, 3)], "conv1d", stride=2, dilation=2),
+    cfg("conv1d-groups-same", [(2, 4, 9), (6, 2, 3), (6,)], "conv1d", groups=2, padding="same"),
+    cfg("conv1d-same-even", [(2, 3, 8), (2, 3, 4), (2,)], "conv1d", padding="same"),
+    cfg("conv1d-unbatched", [(3, 8), (2, 3, 3)], "conv1d"),
+    # ------------------------------------------------------------ conv_transpose2d
+    cfg("convT-basic", [(2, 3, 5, 5), (3, 4, 3, 3), (4,)], "conv_transpose2d"),
+    cfg("convT-stride2-pad1-outpad1", [(2, 3, 4, 5), (3, 2, 3, 3), (2,)], "conv_transpose2d",
+        stride=2, padding=1, output_padding=1),
+    cfg("convT-asym-outpad", [(2, 2, 3, 4), (2, 3, 3, 2), (3,)], "conv_transpose2d",
+        stride=(2, 3), output_padding=(1, 2)),
+    cfg("convT-groups2", [(2, 4, 4, 4), (4, 3, 3, 3), (6,)], "conv_transpose2d", groups=2,
+        stride=2),
+    cfg("convT-dilation2", [(2, 3, 4, 4), (3, 2, 3, 3), (2,)], "conv_transpose2d", dilation=2,
+        stride=2, padding=2),
+    cfg("convT-outpad-below-dilation", [(1, 2, 4, 4), (2, 2, 3, 3)], "conv_transpose2d",
+        dilation=2, output_padding=1),
+    cfg("convT-1x1-stride2", [(2, 3, 3, 3), (3, 2, 1, 1), (2,)], "conv_transpose2d", stride=2),
+    cfg("convT-no-bias-asym-kernel", [(2, 2, 4, 3), (2, 3, 2, 3)], "conv_transpose2d",
+        stride=(1, 2), padding=(1, 0), groups=1),
+    cfg("convT-depthwise", [(2, 3, 4, 4), (3, 1, 3, 3), (3,)], "conv_transpose2d", groups=3,
+        stride=2, padding=1),
+    cfg("convT-unbatched", [(3, 4, 4), (3, 2, 3, 3)], "conv_transpose2d", stride=2),
+    # ------------------------------------------------------------ max_pool2d
+    cfg("maxpool-2x2", [(2, 3, 8, 8)], "max_pool2d", 2),
+    cfg("maxpool-2x2-odd", [(2, 3, 7, 9)], "max_pool2d", 2),
+    cfg("maxpool-2x2-ties", [(2, 3, 8, 8)], "max_pool2d", 2, gen=ties),
+    cfg("maxpool-3s2p1-ties", [(2, 3, 8, 8)], "max_pool2d", 3, 2, 1, gen=ties),
+    cfg("maxpool-3s2p1", [(2, 3, 8, 8)], "max_pool2d", 3, 2, 1),
+    cfg("maxpool-ceil", [(2, 3, 8, 8)], "max_pool2d", 3, 2, 1, ceil_mode=True),
+    cfg("maxpool-ceil-last-in-padding", [(1, 2, 5, 5)], "max_pool2d", 2, 2, 1, ceil_mode=True),
+    cfg("maxpool-ceil-no-pad", [(2, 2, 7, 6)], "max_pool2d", 2, ceil_mode=True),
+    cfg("maxpool-dilation", [(2, 3, 9, 9)], "max_pool2d", 3, 2, 1, dilation=2),
+    cfg("maxpool-indices", [(2, 3, 9, 8)], "max_pool2d", 3, 2, 1, return_indices=True),
+    cfg("maxpool-indices-ceil-dilation", [(2, 2, 9, 9)], "max_pool2d", 2, 2, 1, dilation=(2, 1),
+        ceil_mode=True, return_indices=True),
+    cfg("maxpool-asym", [(2, 3, 7, 8)], "max_pool2d", (3, 2), (1, 2), (1, 0)),
+    cfg("maxpool-1x1-stride2", [(2, 3, 5, 6)], "max_pool2d", 1, 2),
+    cfg("maxpool-disjoint-dilated", [(2, 3, 9, 8)], "max_pool2d", 2, 3, dilation=2),
+    cfg("maxpool-disjoint-padded", [(2, 3, 7, 7)], "max_pool2d", 2, 2, 1),
+    cfg("maxpool-unbatched", [(3, 6, 6)], "max_pool2d", 2, return_indices=True),
+    # ------------------------------------------------------------ avg_pool2d
+    cfg("avgpool-2x2", [(2, 3, 8, 8)], "avg_pool2d", 2),
+    cfg("avgpool-3s2p1", [(2, 3, 8, 8)], "avg_pool2d", 3, 2, 1),
+    cfg("avgpool-exclude-pad", [(2, 3, 8, 8)], "avg_pool2d", 3, 2, 1, count_include_pad=False),
+    cfg("avgpool-ceil", [(2, 3, 8, 8)], "avg_pool2d", 3, 2, 1, ceil_mode=True),
+    cfg("avgpool-ceil-exclude-pad", [(2, 3, 9, 8)], "avg_pool2d", 2, 2, 1, ceil_mode=True,
+        count_include_pad=False),
+    cfg("avgpool-ceil-no-pad", [(2, 3, 7, 7)], "avg_pool2d", 3, 2, ceil_mode=True),
+    cfg("avgpool-divisor-override", [(2, 3, 8, 8)], "avg_pool2d", (3, 2), (2, 1), (1, 0),
+        divisor_override=5),
+    cfg("avgpool-stride-over-kernel", [(2, 3, 8, 9)], "avg_pool2d", 2, 3),
+    cfg("avgpool-asym-overlap", [(2, 3, 7, 9)], "avg_pool2d", (2, 3), 1, (1, 1)),
+    # ------------------------------------------------------------ adaptive pools
+    cfg("adaptive-avg-7to3", [(2, 3, 7, 7)], "adaptive_avg_pool2d", 3),
+    cfg("adaptive-avg-5to2-6to4", [(2, 3, 5, 6)], "adaptive_avg_pool2d", (2, 4)),
+    cfg("adaptive-avg-global", [(2, 3, 5, 6)], "adaptive_avg_pool2d", 1),
+    cfg("adaptive-avg-none", [(2, 3, 8, 6)], "adaptive_avg_pool2d", (None, 4)),
+    cfg("adaptive-avg-upsample", [(2, 3, 3, 2)], "adaptive_avg_pool2d", (5, 3)),
+    cfg("adaptive-max-7to3", [(2, 3, 7, 7)], "adaptive_max_pool2d", 3, return_indices=True),
+    cfg("adaptive-max-5to2", [(2, 3, 5, 5)], "adaptive_max_pool2d", 2),
+    cfg("adaptive-max-uniform", [(2, 3, 8, 8)], "adaptive_max_pool2d", (4, 2)),
+    cfg("adaptive-max-ties", [(2, 3, 7, 5)], "adaptive_max_pool2d", (3, 2), gen=ties,
+        return_indices=True),
+    # ------------------------------------------------------------ max_unpool2d
+    cfg("maxunpool-2x2", [(2, 3, 3, 4), (2, 3, 3, 4)], "max_unpool2d", 2, gen=unpool_inputs),
+    cfg("maxunpool-output-size", [(2, 3, 3, 4), (2, 3, 3, 4)], "max_unpool2d", 2,
+        output_size=(7, 9), gen=unpool_inputs),
+    # ------------------------------------------------------------ interpolate
+    cfg("nearest-size", [(2, 3, 3, 4)], "interpolate", size=(5, 7)),
+    cfg("nearest-scale2", [(2, 3, 3, 4)], "interpolate", scale_factor=2),
+    cfg("nearest-scale1.7", [(2, 3, 3, 4)], "interpolate", scale_factor=1.7),
+    cfg("nearest-down-7to3", [(2, 3, 7, 7)], "interpolate", size=3),
+    cfg("nearest-scale-pair", [(2, 3, 5, 4)], "interpolate", scale_factor=(0.6, 2.5)),
+    cfg("nearest-exact", [(2, 3, 7, 5)], "interpolate", size=(4, 9), mode="nearest-exact"),
+    cfg("nearest-1d", [(2, 3, 7)], "interpolate", size=11),
+    cfg("bilinear-scale2", [(2, 3, 3, 4)], "interpolate", scale_factor=2, mode="bilinear"),
+    cfg("bilinear-size-corners", [(2, 3, 4, 6)], "interpolate", size=(7, 5), mode="bilinear",
+        align_corners=True),
+    cfg("bilinear-down-scale", [(2, 3, 7, 6)], "interpolate", scale_factor=0.6, mode="bilinear"),
+    cfg("bilinear-down-corners", [(2, 3, 7, 6)], "interpolate", size=(3, 1), mode="bilinear",
+        align_corners=True),
+    cfg("bilinear-scale-corners", [(2, 3, 3, 5)], "interpolate", scale_factor=(1.5, 2.3),
+        mode="bilinear", align_corners=True),
+    cfg("bilinear-recompute", [(2, 3, 3, 5)], "interpolate", scale_factor=1.7, mode="bilinear",
+        recompute_scale_factor=True),
+    cfg("linear-1d", [(2, 3, 7)], "interpolate", scale_factor=1.5, mode="linear"),
+    cfg("trilinear", [(1, 2, 3, 4, 5)], "interpolate", size=(4, 6, 3), mode="trilinear"),
+    cfg("area", [(2, 3, 7, 5)], "interpolate", size=(3, 2), mode="area"),
+    # ------------------------------------------------------------ pixel shuffle
+    cfg("pixel-shuffle-2", [(2, 8, 3, 4)], "pixel_shuffle", 2),
+    cfg("pixel-shuffle-3-batch-dims", [(2, 2, 9, 2, 3)], "pixel_shuffle", 3),
+    cfg("pixel-unshuffle-2", [(2, 2, 4, 6)], "pixel_unshuffle", 2),
+]
+
+
+@pytest.mark.parametrize("case", CONFIGS)
+def test_matches_torch_float64(case):
+    helper_test_op(case.shapes[0], case.torch_fn, case.ember_fn, dtype=np.float64, case=case)
+
+
+def test_table_is_broad():
+    convs = [c for c in CONFIGS if "conv" in c.values[0].name or "pool" in c.values[0].name]
+    assert len(convs) >= 40
+
+
+GRADCHECKS = ["conv-groups-stride-dilation", "conv-same-even-kernel", "conv1d-stride-dilation",
+              "convT-asym-outpad", "maxpool-ceil-last-in-padding", "avgpool-ceil-exclude-pad",
+              "adaptive-avg-5to2-6to4", "adaptive-max-5to2", "bilinear-scale-corners",
+              "nearest-scale1.7"]
+
+
+@pytest.mark.parametrize("case", [c for c in CONFIGS if c.id in GRADCHECKS])
+def test_gradcheck(case):
+    assert gradcheck_case(case, case.shapes[0])
+
+
+# ---------------------------------------------------------------- float32
+FLOAT32 = ["conv-groups-stride-dilation", "convT-stride2-pad1-outpad1", "conv1d-pad1",
+           "maxpool-2x2", "maxpool-3s2p1", "avgpool-exclude-pad", "adaptive-avg-7to3",
+           "adaptive-max-7to3", "bilinear-scale2", "nearest-scale1.7", "pixel-shuffle-2"]
+
+
+@pytest.mark.parametrize("case", [c for c in CONFIGS if c.id in FLOAT32])
+def test_float32_stays_float32(case):
+    rng = np.random.default_rng(0)
+    inputs = [ember.tensor(rng.uniform(-2, 2, s).astype(np.float32), requires_grad=True)
+              for s in case.shapes[0]]
+    out = case.ember_fn(*inputs)
+    out = out[0] if isinstance(out, tuple) else out
+    assert out.dtype == np.float32
+    (out * out).sum().backward()
+    assert all(t.grad.dtype == np.float32 for t in inputs)
+    # rtol 1e-5; atol 1e-5 because float32 sums of ~100 O(1) products differ by ~1e-6
+    # between summation orders where they cancel
+    float32_case = dataclasses.replace(case, tol=dict(rtol=1e-5, atol=1e-5))
+    helper_test_op(case.shapes[0], case.torch_fn, case.ember_fn, dtype=np.float32,
+                   case=float32_case)
+
+
+# ---------------------------------------------------------------- fast paths
+@pytest.mark.parametrize("kind,gen", [("max", None), ("max", ties), ("avg", None)])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 2, 7, 9)])
+def test_non_overlapping_pool_path_equals_general_path(monkeypatch, kind, gen, shape):
+    """2x2/stride-2 pooling slices the input in place and assigns in backward; the
+    general path (padded copy, accumulating backward) must agree exactly."""
+    rng = np.random.default_rng(1)
+    data = gen(rng, [shape])[0] if gen else rng.standard_normal(shape)
+    upstream = rng.standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2))
+    fn = F.max_pool2d if kind == "max" else F.avg_pool2d
+
+    def run():
+        x = ember.tensor(data, dtype=ember.float64, requires_grad=True)
+        out = fn(x, 2)
+        out.backward(ember.tensor(upstream, dtype=ember.float64))
+        return out.array, x.grad.array
+
+    fast = run()
+    monkeypatch.setattr(pool, "FAST_PATHS", False)
+    general = run()
+    np.testing.assert_array_equal(fast[0], general[0])
+    np.testing.assert_array_equal(fast[1], general[1])
+
+
+def test_max_pool_nan_propagates_like_torch():
+    x = np.random.default_rng(2).standard_normal((1, 1, 4, 4))
+    x[0, 0, 1, 0] = x[0, 0, 2, 3] = x[0, 0, 3, 2] = np.nan
+    ours, ours_idx = F.max_pool2d(ember.tensor(x, dtype=ember.float64), 2, return_indices=True)
+    theirs, theirs_idx = TF.max_pool2d(torch.tensor(x), 2, return_indices=True)
+    np.testing.assert_array_equal(ours.array, theirs.numpy())
+    np.testing.assert_array_equal(ours_idx.array, theirs_idx.numpy())
+
+
+def test_wide_and_narrow_column_layouts_agree(monkeypatch):
+    """Stride-1 convs compute over whole padded rows; the exact layout must agree."""
+    from ember.ops import conv
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal((2, 3, 9, 9)), rng.standard_normal((4, 3, 3, 3)), \
+        rng.standard_normal(4)
+    g = rng.standard_normal((2, 4, 9, 9))
+
+    def run():
+        ts = [ember.tensor(a, dtype=ember.float64, requires_grad=True) for a in (x, w, b)]
+        out = F.conv2d(*ts, padding=1)
+        out.backward(ember.tensor(g, dtype=ember.float64))
+        return [out.array] + [t.grad.array for t in ts]
+
+    monkeypatch.setattr(conv, "WIDE_OVERHEAD", 1.0)
+    wide = run()
+    monkeypatch.setattr(conv, "WIDE_OVERHEAD", -1.0)
+    narrow = run()
+    for a, b_ in zip(wide, narrow):
+        np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(padding="same", dilation=(2, 1)),
+                                    dict(padding=(0, 2), groups=2)])
+def test_input_gradient_formulas_agree(monkeypatch, kwargs):
+    """col2im of W^T g and the convolution of g with the flipped kernel are one gradient."""
+    from ember.ops import conv
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((4, 2 if kwargs.get("groups")
+                                                                     else 4, 3, 3))
+
+    def input_grad():
+        xt = ember.tensor(x, dtype=ember.float64, requires_grad=True)
+        out = F.conv2d(xt, ember.tensor(w, dtype=ember.float64), **kwargs)
+        out.backward(ember.tensor(rng.standard_normal(out.shape), dtype=ember.float64))
+        return xt.grad.array
+
+    state = rng.bit_generator.state
+    monkeypatch.setattr(conv, "GRAD_CONV_MAX_RATIO", 100.0)
+    as_conv = input_grad()
+    rng.bit_generator.state = state
+    monkeypatch.setattr(conv, "GRAD_CONV_MAX_RATIO", 0.0)
+    as_col2im = input_grad()
+    np.testing.assert_allclose(as_conv, as_col2im, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_output_is_contiguous_and_batch_independent():
+    rng = np.random.default_rng(4)
+    x = ember.tensor(rng.standard_normal((3, 2, 6, 6)).astype(np.float32))
+    w = ember.tensor(rng.standard_normal((4, 2, 3, 3)).astype(np.float32))
+    out = F.conv2d(x, w, padding=1)
+    assert out.array.flags.c_contiguous
+    single = F.conv2d(x[1:2], w, padding=1)
+    np.testing.assert_allclose(out.array[1:2], single.array, rtol=1e-6, atol=1e-6)
+
+
+def test_conv_without_input_grad_skips_it():
+    rng = np.random.default_rng(5)
+    x = ember.tensor(rng.standard_normal((2, 3, 5, 5)))
+    w = ember.tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
+    F.conv2d(x, w).sum().backward()
+    assert x.grad is None and w.grad is not None
+
+
+# ---------------------------------------------------------------- bad input
+def conv_inputs(x_shape=(2, 3, 6, 6), w_shape=(4, 3, 3, 3)):
+    return ember.zeros(*x_shape), ember.zeros(*w_shape)
+
+
+@pytest.mark.parametrize("call,words", [
+    (lambda: F.conv2d(*conv_inputs((3, 6, 6, 6, 1))), ["conv2d", "(3, 6, 6, 6, 1)"]),
+    (lambda: F.conv2d(*conv_inputs((6, 6))), ["conv2d", "(6, 6)"]),
+    (lambda: F.conv2d(*conv_inputs((2, 5, 6, 6))), ["conv2d", "3 channels", "got 5"]),
+    (lambda: F.conv2d(*conv_inputs((2, 4, 6, 6), (4, 2, 3, 3)), groups=4),
+     ["conv2d", "8 channels", "got 4"]),
+    (lambda: F.conv2d(*conv_inputs((2, 3, 6, 6), (5, 1, 3, 3)), groups=3),
+     ["divisible by 3"]),
+    (lambda: F.conv2d(*conv_inputs((2, 3, 4, 4), (4, 3, 5, 5))),
+     ["conv2d", "(4 x 4)", "(5 x 5)"]),
+    (lambda: F.conv2d(*conv_inputs((2, 3, 6, 6)), dilation=3),
+     ["conv2d", "(6 x 6)", "(7 x 7)"]),
+    (lambda: F.conv2d(*conv_inputs((2, 3, 4, 4), (4, 3, 5, 5)), padding=(1, 0)),
+     ["(6 x 4)", "(5 x 5)"]),
+    (lambda: F.conv2d(*conv_inputs(), stride=0), ["conv2d", "stride"]),
+    (lambda: F.conv2d(*conv_inputs(), stride=(1, 2, 3)), ["conv2d", "stride", "(1, 2, 3)"]),
+    (lambda: F.conv2d(*conv_inputs(), padding=-1), ["conv2d", "negative padding"]),
+    (lambda: F.conv2d(*conv_inputs(), padding="full"), ["conv2d", "'full'", "same"]),
+    (lambda: F.conv2d(*conv_inputs(), padding="same", stride=2), ["same", "strided"]),
+    (lambda: F.conv2d(*conv_inputs(), dilation=0), ["conv2d", "dilation"]),
+    (lambda: F.conv2d(*conv_inputs(), groups=0), ["conv2d", "groups"]),
+    (lambda: F.conv2d(*conv_inputs(), ember.zeros(3)), ["bias", "4 elements"]),
+    (lambda: F.conv1d(ember.zeros(2, 3, 4, 4), ember.zeros(2, 3, 3)), ["conv1d", "(2, 3, 4, 4)"]),
+    (lambda: F.conv1d(ember.zeros(2, 3, 2), ember.zeros(2, 3, 3)), ["conv1d", "(1 x 2)"]),
+    (lambda: F.conv_transpose2d(ember.zeros(1, 2, 3, 3), ember.zeros(2, 2, 3, 3),
+                                output_padding=1), ["output padding", "stride"]),
+    (lambda: F.conv_transpose2d(ember.zeros(1, 3, 3, 3), ember.zeros(2, 2, 3, 3)),
+     ["conv_transpose2d", "2 channels", "got 3"]),
+    (lambda: F.max_pool2d(ember.zeros(1, 1, 5, 5), 3, padding=2), ["pad", "half"]),
+    (lambda: F.max_pool2d(ember.zeros(1, 1, 5, 5), 7), ["max_pool2d", "too small"]),
+    (lambda: F.max_pool2d(ember.zeros(1, 1, 5, 5), 2, stride=0), ["max_pool2d", "stride"]),
+    (lambda: F.max_pool2d(ember.zeros(5, 5), 2), ["max_pool2d", "(5, 5)"]),
+    (lambda: F.avg_pool2d(ember.zeros(1, 1, 5, 5), 2, divisor_override=0), ["divisor"]),
+    (lambda: F.adaptive_avg_pool2d(ember.zeros(1, 1, 5, 5), (0, 2)), ["output_size"]),
+    (lambda: F.interpolate(ember.zeros(1, 1, 5, 5)), ["size or scale_factor"]),
+    (lambda: F.interpolate(ember.zeros(1, 1, 5, 5), size=2, scale_factor=2), ["only one"]),
+    (lambda: F.interpolate(ember.zeros(1, 1, 5, 5), size=(2,)), ["spatial dimensions"]),
+    (lambda: F.interpolate(ember.zeros(1, 1, 5, 5), size=2, align_corners=True),
+     ["align_corners"]),
+    (lambda: F.interpolate(ember.zeros(1, 1, 5), size=2, mode="bilinear"), ["bilinear", "4D"]),
+    (lambda: F.interpolate(ember.zeros(1, 1, 5, 5), size=2, mode="cubic"), ["'cubic'"]),
+    (lambda: F.pixel_shuffle(ember.zeros(1, 3, 2, 2), 2), ["pixel_shuffle", "divisible by 4"]),
+    (lambda: F.pixel_unshuffle(ember.zeros(1, 1, 3, 4), 2), ["pixel_unshuffle", "divisible"]),
+])
+def test_bad_arguments_raise_clear_value_errors(call, words):
+    with pytest.raises(ValueError) as info:
+        call()
+    message = str(info.value)
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+
+
+def test_dtype_mismatch_raises_type_error():
+    with pytest.raises(TypeError, match="conv2d.*float64.*float32"):
+        F.conv2d(ember.zeros(1, 3, 5, 5, dtype=ember.float64), ember.zeros(2, 3, 3, 3))
+
+
+def test_max_unpool_rejects_out_of_range_indices():
+    idx = ember.tensor(np.full((1, 1, 2, 2), 99, dtype=np.int64))
+    with pytest.raises(IndexError, match="invalid max index 99"):
+        F.max_unpool2d(ember.zeros(1, 1, 2, 2), idx, 2)
+
+
+@pytest.mark.parametrize("op,args,kwargs", [
+    ("conv2d", [(4, 3, 3, 3)], dict(padding=1)),
+    ("conv2d", [(4, 3, 3, 3)], dict(stride=2)),
+    ("conv_transpose2d", [(3, 4, 3, 3)], dict(stride=2)),
+    ("max_pool2d", [], dict(kernel_size=2)),
+    ("avg_pool2d", [], dict(kernel_size=3, stride=2, padding=1)),
+    ("adaptive_max_pool2d", [], dict(output_size=2)),
+    ("interpolate", [], dict(scale_factor=2, mode="bilinear")),
+])
+def test_empty_batch(op, args, kwargs):
+    x = np.zeros((0, 3, 6, 6))
+    weights = [np.ones(s) for s in args]
+    expected = getattr(TF, op)(torch.tensor(x), *map(torch.tensor, weights), **kwargs)
+    xt = ember.tensor(x, dtype=ember.float64, requires_grad=True)
+    out = getattr(F, op)(xt, *[ember.tensor(w, dtype=ember.float64) for w in weights], **kwargs)
+    assert tuple(out.shape) == tuple(expected.shape)
+    out.sum().backward()
+    assert xt.grad.shape == x.shape
