@@ -36,5 +36,5 @@ __all__ = ["Tensor", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "full
            "full_like", "empty_like", "rand_like", "randn_like", "no_grad", "enable_grad",
            "set_grad_enabled", "is_grad_enabled", "manual_seed", "get_rng_state",
            "set_rng_state", "float32", "float64", "float16", "int64", "int32", "int16", "int8",
-           "uint8", "bool", "long", "double", "save", "load", "CheckpointError", "AnomalyError", "summary",
-           *sorted(FUNCTIONS)]
+           "uint8", "bool", "long", "double", "save", "load", "CheckpointError", "AnomalyError",
+           "summary", *sorted(FUNCTIONS)]

@@ -8,6 +8,7 @@ one-cycle learning rate.
 """
 
 import argparse
+import os
 import time
 
 import ember
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--width", type=int, default=WIDTH)
     parser.add_argument("--limit", type=int, default=None, help="train on the first N images")
+    parser.add_argument("--out", default="runs/cifar10_cnn", help="where the weights go")
     args = parser.parse_args()
 
     ember.manual_seed(SEED)
@@ -73,7 +75,8 @@ def main() -> None:
         accuracy = evaluate(model, test_loader)
         print(f"epoch {epoch:2d}  loss {running / len(train_loader):.4f}  test accuracy "
               f"{accuracy:.2%}  {seconds:.0f} s/epoch  {total / 60:.1f} min in all", flush=True)
-    ember.save(model.state_dict(), "cifar10_cnn.safetensors")
+    os.makedirs(args.out, exist_ok=True)
+    ember.save(model.state_dict(), os.path.join(args.out, "cifar10_cnn.safetensors"))
 
 
 if __name__ == "__main__":
