@@ -58,3 +58,13 @@ def test_decorator_form_and_mode_is_restored():
     with pytest.raises(ember.AnomalyError):
         broken()
     assert np.isnan(ember.tensor([-1.0]).log().item())  # outside the context NaN is allowed
+
+
+def test_zero_over_zero_in_backward_only_is_named():
+    x = ember.tensor([0.0, 4.0], requires_grad=True)
+    with detect_anomaly():
+        y = x.sqrt() * 0.0  # forward is finite everywhere
+        with pytest.raises(ember.AnomalyError) as info:
+            y.sum().backward()  # d sqrt(0) gets 0 / (2 * 0) = nan
+    assert "Sqrt produced NaN in its backward gradient for input 0" in str(info.value)
+    assert "NaN 0, Inf 0" in str(info.value)  # its input was finite: the NaN starts here
