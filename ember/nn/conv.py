@@ -6,12 +6,10 @@ Layers own the weight and bias and call the functional ops in ``ember/ops/conv.p
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ember.nn import functional as F
-from ember.nn import init
-from ember.nn.linear import empty_parameter, factory_dtype
+from ember.nn.linear import default_init_, empty_parameter, factory_dtype
 from ember.nn.module import Module
 from ember.tensor import Tensor
 
@@ -30,8 +28,11 @@ class _ConvNd(Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any,
                  padding: Any, dilation: Any, groups: int, bias: bool, dtype: Any,
-                 output_padding: Any = 0) -> None:
+                 output_padding: Any = 0, padding_mode: str = "zeros", device: Any = None) -> None:
         super().__init__()
+        if padding_mode != "zeros":
+            raise ValueError(f"{type(self).__name__}: only padding_mode='zeros' is supported, "
+                             f"got {padding_mode!r}")
         if groups <= 0 or in_channels % groups or out_channels % groups:
             raise ValueError(f"{type(self).__name__}: in_channels ({in_channels}) and "
                              f"out_channels ({out_channels}) must be divisible by groups "
@@ -43,7 +44,7 @@ class _ConvNd(Module):
         self.output_padding = _tuple(output_padding, self.dims)
         shape = ((in_channels, out_channels // groups) if self.transposed
                  else (out_channels, in_channels // groups)) + self.kernel_size
-        self.weight = empty_parameter(shape, factory_dtype(dtype))
+        self.weight = empty_parameter(shape, factory_dtype(dtype, device))
         if bias:
             self.bias = empty_parameter((out_channels,), self.weight.dtype)
         else:
@@ -51,12 +52,7 @@ class _ConvNd(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # torch's default: kaiming_uniform_(a=sqrt(5)), bias U(±1/sqrt(fan_in))
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        default_init_(self.weight, self.bias)
 
     def check_input(self, input: Tensor) -> None:  # noqa: A002
         """Refuse inputs of the wrong rank or channel count, naming the layer."""
@@ -97,12 +93,8 @@ class Conv2d(_ConvNd):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
                  padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
-        if padding_mode != "zeros":
-            raise ValueError(f"Conv2d: only padding_mode='zeros' is supported, got "
-                             f"{padding_mode!r}")
-        factory_dtype(dtype, device)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, dtype)
+                         groups, bias, dtype, padding_mode=padding_mode, device=device)
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
         self.check_input(input)
@@ -118,12 +110,8 @@ class Conv1d(_ConvNd):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
                  padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
-        if padding_mode != "zeros":
-            raise ValueError(f"Conv1d: only padding_mode='zeros' is supported, got "
-                             f"{padding_mode!r}")
-        factory_dtype(dtype, device)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, dtype)
+                         groups, bias, dtype, padding_mode=padding_mode, device=device)
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
         self.check_input(input)
@@ -146,12 +134,8 @@ class ConvTranspose2d(_ConvNd):
                  padding: Any = 0, output_padding: Any = 0, groups: int = 1, bias: bool = True,
                  dilation: Any = 1, padding_mode: str = "zeros", device: Any = None,
                  dtype: Any = None) -> None:
-        if padding_mode != "zeros":
-            raise ValueError(f"ConvTranspose2d: only padding_mode='zeros' is supported, got "
-                             f"{padding_mode!r}")
-        factory_dtype(dtype, device)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, dtype, output_padding)
+                         groups, bias, dtype, output_padding, padding_mode, device)
 
     def forward(self, input: Tensor, output_size: Any = None) -> Tensor:  # noqa: A002
         if output_size is not None:

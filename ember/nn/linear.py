@@ -29,6 +29,16 @@ def empty_parameter(shape: tuple, dtype: Any) -> Parameter:
     return Parameter(xp.empty(shape, dtype))
 
 
+def default_init_(weight: Tensor, bias: Tensor | None) -> None:
+    """torch's default for Linear and Conv: kaiming_uniform_(a=sqrt(5)) on the weight,
+    i.e. U(±1/sqrt(fan_in)), and the bias uniform in the same bound."""
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = init._calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        init.uniform_(bias, -bound, bound)
+
+
 def check_last_dim(layer: Module, input: Tensor, expected: int) -> None:  # noqa: A002
     """Refuse an input of the wrong width with a message naming the layer."""
     got = input.shape[-1] if input.ndim else None
@@ -71,12 +81,7 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # kaiming_uniform_(a=sqrt(5)) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch's default.
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        default_init_(self.weight, self.bias)
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
         check_last_dim(self, input, self.in_features)
