@@ -28,6 +28,7 @@ from ember import data, nn, optim  # noqa: E402, F401
 from ember import models, train  # noqa: E402, F401
 from ember.serialize import CheckpointError, load, save  # noqa: E402
 from ember.summary import summary  # noqa: E402
+from ember.torch_compat import load_torch_state_dict  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -37,4 +38,4 @@ __all__ = ["Tensor", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "full
            "set_grad_enabled", "is_grad_enabled", "manual_seed", "get_rng_state",
            "set_rng_state", "float32", "float64", "float16", "int64", "int32", "int16", "int8",
            "uint8", "bool", "long", "double", "save", "load", "CheckpointError", "AnomalyError",
-           "summary", *sorted(FUNCTIONS)]
+           "summary", "load_torch_state_dict", *sorted(FUNCTIONS)]

@@ -9,6 +9,7 @@ input, right beside it. ``@register("name")`` makes it a Tensor method.
 from __future__ import annotations
 
 import functools
+import itertools
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -18,6 +19,9 @@ from ember.backend import xp
 from ember.tensor import Tensor, as_tensor_like
 
 _engine = sys.modules["ember.tensor"]  # the backward engine, for detect_anomaly's hook
+_ndarray = xp.ndarray
+_new_tensor = object.__new__
+_next_seq = itertools.count(1).__next__  # thread-safe under the GIL
 
 __all__ = ["Function", "register", "register_composed", "REGISTRY", "FUNCTIONS", "unbroadcast",
            "no_grad",
@@ -196,33 +200,81 @@ class Function:
     saved = None
     released = False
 
+    seq = 0  # creation order: the backward pass runs ops newest first
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._apply = _make_apply(cls)
+        if "apply" not in cls.__dict__:  # one Python frame per op call, not two
+            cls.apply = staticmethod(cls._apply)
+
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
         """Run the op on tensors (or numbers) and record it in the graph if needed."""
-        k = len(args) if cls.arity is None else cls.arity
-        inputs = args[:k]
-        if not all([type(t) is Tensor for t in inputs]) or (
-                cls.promote and inputs[0].array.dtype != inputs[-1].array.dtype):
-            inputs = as_tensor_like(inputs, cls.promote)
-        fn = cls()
-        try:
-            out = fn.forward(*[t.array for t in inputs], *args[k:], **kwargs)
-        except (ValueError, IndexError) as err:
-            shapes = " and ".join(str(tuple(t.shape)) for t in inputs)
-            raise type(err)(f"{cls.name}: {err} (input shapes {shapes})") from None
-        if _mode.anomaly:
-            fn.site = _user_site()
-            _check_finite(fn, inputs, out, "forward output")
-        needs = [t._requires_grad for t in inputs]
-        if not (cls.differentiable and _mode.enabled and any(needs)):
-            return Tensor._make(out, False, None)
-        fn.parents = inputs
-        fn.needs_input_grad = needs
-        fn.attrs = (args[k:], kwargs)  # kept for graph pictures and ONNX export
-        return Tensor._make(out, True, fn)
+        return cls._apply(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<{self.name}Backward>"
+
+
+def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
+    """``cls.apply``: run the op on tensors (or numbers), record it in the graph if needed.
+
+    A closure per op class, so that ``x * y`` costs one Python call here. Class
+    attributes (arity, promote, differentiable) are read at call time.
+    """
+    def apply(*args: Any, **kwargs: Any) -> Tensor:
+        k = cls.arity
+        if k is None or k == len(args):
+            inputs, attrs = args, ()
+        else:
+            inputs, attrs = args[:k], args[k:]
+        for t in inputs:
+            if type(t) is not Tensor:
+                inputs = as_tensor_like(inputs, cls.promote)
+                break
+        else:
+            if cls.promote and inputs[0].array.dtype is not inputs[-1].array.dtype and \
+                    inputs[0].array.dtype != inputs[-1].array.dtype:
+                inputs = as_tensor_like(inputs, True)
+        fn = cls()
+        n = len(inputs)
+        try:
+            if n == 1:  # the common arities without building lists
+                out = fn.forward(inputs[0].array, *attrs, **kwargs)
+            elif n == 2:
+                out = fn.forward(inputs[0].array, inputs[1].array, *attrs, **kwargs)
+            else:
+                out = fn.forward(*[t.array for t in inputs], *attrs, **kwargs)
+        except (ValueError, IndexError) as err:
+            shapes = " and ".join(str(tuple(t.shape)) for t in inputs)
+            raise type(err)(f"{cls.name}: {err} (input shapes {shapes})") from None
+        mode = _mode
+        if mode.anomaly:
+            fn.site = _user_site()
+            _check_finite(fn, inputs, out, "forward output")
+        if n == 1:
+            needs = [inputs[0]._requires_grad]
+        elif n == 2:
+            needs = [inputs[0]._requires_grad, inputs[1]._requires_grad]
+        else:
+            needs = [t._requires_grad for t in inputs]
+        if type(out) is not _ndarray:
+            out = xp.asarray(out)  # NumPy reductions return scalars, not 0-d arrays
+        result = _new_tensor(Tensor)
+        result.array, result.grad, result._retains_grad = out, None, False
+        if True in needs and mode.enabled and cls.differentiable:
+            fn.parents = inputs
+            fn.needs_input_grad = needs
+            fn.attrs = (attrs, kwargs)  # kept for graph pictures and ONNX export
+            fn.seq = _next_seq()
+            result._requires_grad, result.grad_fn = True, fn
+        else:
+            result._requires_grad, result.grad_fn = False, None
+        return result
+
+    apply.__doc__ = f"Apply {cls.__name__} to tensors (or numbers), recording it for backward."
+    return apply
 
 
 # ---------------------------------------------------------------- registry
@@ -252,7 +304,10 @@ def register(name: str, *aliases: str, method: bool = True) -> Callable:
     """
     def deco(cls: type[Function]) -> type[Function]:
         cls.name = cls.__name__
-        _install(name, cls, aliases, (lambda *a, **kw: cls.apply(*a, **kw)) if method else None)
+        own = cls.__dict__.get("apply")
+        fast = isinstance(own, staticmethod) and own.__func__ is cls._apply
+        as_method = cls._apply if fast else (lambda *a, **kw: cls.apply(*a, **kw))
+        _install(name, cls, aliases, as_method if method else None)
         return cls
     return deco
 

@@ -7,6 +7,7 @@ creation functions and the backward engine (an iterative topological sort).
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -315,41 +316,32 @@ class Tensor:
 
 # ---------------------------------------------------------------- backward engine
 _backward_check = None
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Tensors that need a gradient, inputs before the ops that consume them.
-
-    Iterative depth-first search, so a chain of 100,000 ops needs no recursion.
-    """
-    order: list[Tensor] = []
-    visited: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        fn = node.grad_fn
-        if fn is not None:
-            stack += [(p, False) for p in fn.parents if p._requires_grad and id(p) not in visited]
-    return order
 
 
 def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
+    """Send ``seed`` back from ``root`` to every tensor that requires grad.
+
+    Ops run newest first: each Function gets a sequence number when it is
+    recorded, and every consumer of a tensor was recorded after the op that
+    made it, so by the time a tensor is taken from the heap (largest number
+    first) all its gradient contributions have arrived. No separate
+    topological sort, and only the part of the graph the gradient reaches is
+    visited.
+    """
+    handed_out: set[int] = {id(seed)}  # arrays that must be copied before a .grad keeps them
+    if root.grad_fn is None:
+        _accumulate(root, seed, handed_out)
+        return
     grads: dict[int, Any] = {id(root): seed}
-    handed_out: set[int] = {id(seed)}
-    for node in reversed(_topological_order(root)):
-        grad = grads.pop(id(node), None)
-        if grad is None:
-            continue
+    heap: list = [(-root.grad_fn.seq, id(root), root)]
+    leaves: list[Tensor] = []
+    pop, push = heapq.heappop, heapq.heappush
+    while heap:
+        node = pop(heap)[2]
+        grad = grads.pop(id(node))
         fn = node.grad_fn
-        if fn is None or node._retains_grad:
+        if node._retains_grad:
             _accumulate(node, grad, handed_out)
-        if fn is None:
-            continue
         if fn.released:
             raise RuntimeError(_SECOND_BACKWARD)
         in_grads = fn.backward(grad)
@@ -358,16 +350,27 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
         if _backward_check is not None:  # set inside autograd.detect_anomaly()
             _backward_check(fn, in_grads)
         for parent, needs, pgrad in zip(fn.parents, fn.needs_input_grad, in_grads):
-            if needs and pgrad is not None:
-                array = parent.array
-                if type(pgrad) is not ndarray or pgrad.shape != array.shape or \
-                        pgrad.dtype != array.dtype:
-                    pgrad = _checked(fn, parent, pgrad)
-                key = id(parent)
-                prev = grads.get(key)
-                grads[key] = pgrad if prev is None else prev + pgrad
+            if not needs or pgrad is None:
+                continue
+            array = parent.array
+            if type(pgrad) is not ndarray or pgrad.shape != array.shape or \
+                    (pgrad.dtype is not array.dtype and pgrad.dtype != array.dtype):
+                pgrad = _checked(fn, parent, pgrad)
+            key = id(parent)
+            prev = grads.get(key)
+            if prev is not None:
+                grads[key] = prev + pgrad
+                continue
+            grads[key] = pgrad
+            if parent.grad_fn is None:
+                leaves.append(parent)
+            else:
+                push(heap, (-parent.grad_fn.seq, key, parent))
         if not retain_graph:
-            fn.release()
+            fn.saved = None
+            fn.released = True
+    for leaf in leaves:
+        _accumulate(leaf, grads[id(leaf)], handed_out)
 
 
 ndarray = xp.ndarray

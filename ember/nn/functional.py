@@ -21,7 +21,7 @@ from typing import Any  # noqa: E402
 from ember import random as _random  # noqa: E402
 from ember.autograd import no_grad  # noqa: E402
 from ember.backend import xp  # noqa: E402
-from ember.ops.nn import (check_reduction, class_targets,  # noqa: E402
+from ember.ops.nn import (MseLoss, check_reduction, class_targets,  # noqa: E402
                           legacy_reduction)
 from ember.tensor import Tensor  # noqa: E402
 
@@ -217,6 +217,8 @@ def mse_loss(input: Tensor, target: Tensor, size_average: bool | None = None,  #
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
     _warn_if_sizes_differ(input, target)
+    if weight is None:  # the common case as one fused op (ember/ops/nn.py)
+        return MseLoss.apply(input, target, reduction)
     diff = input - target
     return _weighted(diff * diff, weight, reduction, input)
 

@@ -11,6 +11,7 @@ from typing import Any
 from ember import dtypes
 from ember.autograd import FUNCTIONS, Function, register, register_composed, unbroadcast
 from ember.backend import xp
+from ember.blas import matmul
 from ember.tensor import Tensor, as_tensor_like
 
 
@@ -24,8 +25,11 @@ class _Binary(Function):
     def reduce(self, ga: Any, gb: Any) -> tuple:
         """Both input gradients, summed back to the inputs' shapes."""
         sa, sb = self.shapes
-        return (unbroadcast(ga, sa) if ga is not None else None,
-                unbroadcast(gb, sb) if gb is not None else None)
+        if ga is not None and ga.shape != sa:  # broadcast in the forward: sum it back
+            ga = unbroadcast(ga, sa)
+        if gb is not None and gb.shape != sb:
+            gb = unbroadcast(gb, sb)
+        return ga, gb
 
 
 @register("add", "__add__", "__radd__")
@@ -37,6 +41,9 @@ class Add(_Binary):
     def backward(self, g):  # d(a+b)/da = 1, d(a+b)/db = 1
         return self.reduce(g, g)
 
+    def to_onnx(self, g, inputs, output):
+        g.elementwise("Add", inputs, output)
+
 
 @register("sub", "__sub__")
 class Sub(_Binary):
@@ -46,6 +53,9 @@ class Sub(_Binary):
 
     def backward(self, g):  # d(a-b)/da = 1, d(a-b)/db = -1
         return self.reduce(g, -g if self.needs_input_grad[1] else None)
+
+    def to_onnx(self, g, inputs, output):
+        g.elementwise("Sub", inputs, output)
 
 
 @register("mul", "__mul__", "__rmul__")
@@ -59,6 +69,9 @@ class Mul(_Binary):
         a, b = self.saved
         need_a, need_b = self.needs_input_grad
         return self.reduce(g * b if need_a else None, g * a if need_b else None)
+
+    def to_onnx(self, g, inputs, output):
+        g.elementwise("Mul", inputs, output)
 
 
 @register("div", "__truediv__", "true_divide")
@@ -79,6 +92,9 @@ class Div(_Binary):
             ga = g / b if need_a else None
             gb = -g * a / (b * b) if need_b else None
         return self.reduce(ga, gb)
+
+    def to_onnx(self, g, inputs, output):  # int / int is float here: cast first, then divide
+        g.elementwise("Div", inputs, output)
 
 
 @register("floor_divide", "__floordiv__")
@@ -106,6 +122,11 @@ class Remainder(_Binary):
             gb = -g * xp.floor(a / b) if self.needs_input_grad[1] else None
         return self.reduce(g, gb)
 
+    def to_onnx(self, g, inputs, output):  # a - b floor(a / b): ONNX Mod is C's fmod on floats
+        a, b = (g.cast(n, g.dtype(output)) for n in inputs)
+        floor = g.node("Floor", [g.node("Div", [a, b])])
+        g.node("Sub", [a, g.node("Mul", [b, floor])], output)
+
 
 @register("pow", "__pow__")
 class Pow(_Binary):
@@ -125,6 +146,9 @@ class Pow(_Binary):
             gb = g * xp.where((a == 0) & (b >= 0), 0, out * xp.log(a)) if need_b else None
         return self.reduce(ga, gb)
 
+    def to_onnx(self, g, inputs, output):
+        g.elementwise("Pow", inputs, output)
+
 
 @register("neg", "__neg__", "negative")
 class Neg(Function):
@@ -133,6 +157,9 @@ class Neg(Function):
 
     def backward(self, g):  # d(-a)/da = -1
         return -g
+
+    def to_onnx(self, g, inputs, output):
+        g.node("Neg", inputs, output)
 
 
 @register("abs", "__abs__", "absolute")
@@ -144,6 +171,9 @@ class Abs(Function):
     def backward(self, g):  # d|a|/da = sign(a), 0 at 0 as in torch
         (a,) = self.saved
         return g * xp.sign(a)
+
+    def to_onnx(self, g, inputs, output):
+        g.node("Abs", inputs, output)
 
 
 @register("sign")
@@ -166,6 +196,9 @@ class Reciprocal(Function):
         (out,) = self.saved
         return -g * out * out
 
+    def to_onnx(self, g, inputs, output):
+        g.elementwise("Reciprocal", inputs, output)
+
 
 @register("matmul", "__matmul__")
 class MatMul(Function):
@@ -182,7 +215,7 @@ class MatMul(Function):
             raise ValueError(f"shapes {a.shape} and {b.shape} cannot be multiplied "
                              f"({k_a} != {k_b})")
         self.save(a, b)
-        return a @ b
+        return matmul(a, b)
 
     def backward(self, g):  # dA = G B^T, dB = A^T G, with 1-D operands made 2-D first
         a, b = self.saved
@@ -193,10 +226,13 @@ class MatMul(Function):
         need_a, need_b = self.needs_input_grad
         ga = gb = None
         if need_a:
-            ga = unbroadcast(g2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+            ga = unbroadcast(matmul(g2, xp.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
         if need_b:
-            gb = unbroadcast(xp.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
+            gb = unbroadcast(matmul(xp.swapaxes(a2, -1, -2), g2), b2.shape).reshape(b.shape)
         return ga, gb
+
+    def to_onnx(self, g, inputs, output):
+        g.elementwise("MatMul", inputs, output)
 
 
 def _rmatmul(self: Tensor, other: Any) -> Tensor:
@@ -259,6 +295,9 @@ class Maximum(_Binary):
         share = xp.where(a == b, 0.5, (a > b).astype(g.dtype))
         return self.reduce(g * share, g * (1 - share))
 
+    def to_onnx(self, g, inputs, output):
+        g.elementwise("Max", inputs, output)
+
 
 @register("minimum")
 class Minimum(_Binary):
@@ -271,6 +310,9 @@ class Minimum(_Binary):
         a, b = self.saved
         share = xp.where(a == b, 0.5, (a < b).astype(g.dtype))
         return self.reduce(g * share, g * (1 - share))
+
+    def to_onnx(self, g, inputs, output):
+        g.elementwise("Min", inputs, output)
 
 
 @register("where", method=False)
@@ -290,6 +332,11 @@ class Where(Function):
         gx = unbroadcast(xp.where(cond, g, 0), self.shapes[0]) if need_x else None
         gy = unbroadcast(xp.where(cond, 0, g), self.shapes[1]) if need_y else None
         return None, gx, gy
+
+    def to_onnx(self, g, inputs, output):
+        cond, x, y = inputs
+        g.node("Where", [g.cast(cond, bool), *(g.cast(n, g.dtype(output)) for n in (x, y))],
+               output)
 
 
 def where(condition: Tensor, input: Any, other: Any) -> Tensor:  # noqa: A002
@@ -327,6 +374,15 @@ class Clamp(Function):
         if hi is not None:
             inside &= a <= hi
         return g * inside
+
+    def to_onnx(self, g, inputs, output):
+        bounds = [None if b is None else xp.asarray(getattr(b, "array", b)) for b in self.bounds]
+        if all(b is None or b.ndim == 0 for b in bounds):
+            names = ["" if b is None else g.const(b, g.dtype(output)) for b in bounds]
+            return g.node("Clip", [inputs[0], *names], output)
+        low, high = ("" if b is None else g.const(b, g.dtype(output)) for b in bounds)
+        out = g.node("Max", [inputs[0], low]) if low else inputs[0]  # Clip wants scalar bounds
+        return g.node("Min", [out, high], output) if high else g.node("Identity", [out], output)
 
 
 @register_composed("outer", "ger")

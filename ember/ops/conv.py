@@ -300,6 +300,98 @@ def swap(stack: Any) -> Any:
     return stack.transpose(0, 2, 1)
 
 
+# ---------------------------------------------------------------- per-sample layout
+# conv2d keeps its columns per sample, (n, C*kh*kw, oh*ow): ``W @ columns`` is then a
+# stack of n small GEMMs (NumPy's matmul loops over the stack inside C) whose result
+# is already (n, C_out, oh*ow), i.e. NCHW: no transpose or copy after the product, and
+# the output gradient needs none before the backward products. Each small GEMM fits
+# in cache; LeNet's conv1 product ran 3-4x faster than one (6, 25) @ (25, n*oh*ow).
+# Rows are never computed wide here: with no output copy left to drop the extra
+# columns, the narrow layout measured 5-35% faster on the LeNet and CIFAR layers.
+# Only layers whose per-sample product is small take this layout: OpenBLAS runs a GEMM
+# of m*n*k <= 4*65536 on one thread, so such a stack costs no thread hand-offs, while
+# a stack of n threaded GEMMs pays n of them (with 2 threads on a busy machine the
+# CIFAR 24- and 48-channel layers ran 1.2-3x slower so, against 0.8-0.9x on one).
+SAMPLE_LAYOUT = True  # tests switch this off to check it against the (C*kh*kw, M) layout
+SAMPLE_MAX_WORK = 1 << 20  # C_out * C_in*kh*kw * oh*ow per sample; ~4x OpenBLAS's cut
+
+
+def per_sample(win: Window, c_out: int) -> bool:
+    work = c_out * (win.c * win.kh * win.kw) * (win.oh * win.ow)
+    return SAMPLE_LAYOUT and work <= SAMPLE_MAX_WORK
+
+
+def sample_columns(x: Any, win: Window) -> Any:
+    """im2col per sample: (n, c, h, w) -> (n, c*kh*kw, oh*ow)."""
+    buf = padded_flat(x, win)
+    c, kh, kw, n, oh, ow = tap_strides(win, buf.itemsize)
+    taps = xp.lib.stride_tricks.as_strided(
+        buf, (win.n, win.c, win.kh, win.kw, win.oh, win.ow), (n, c, kh, kw, oh, ow),
+        writeable=False)
+    return taps.reshape(win.n, win.c * win.kh * win.kw, win.oh * win.ow)  # the one copy
+
+
+def sample_from_columns(cols: Any, win: Window) -> Any:
+    """col2im for (n, c*kh*kw, oh*wq) columns: one strided add per kernel offset, no
+    transposes. Wide rows (wq = wp, extra columns zero) make each add move runs of
+    oh*wp elements; narrow ones (runs of ow) measured 1.2-1.7x slower."""
+    size = win.n * win.c * win.hp * win.wp
+    wq = cols.shape[-1] // win.oh
+    buf = xp.zeros(size + (win.slack if wq == win.wq else 0), cols.dtype)
+    c, kh, kw, n, oh, step = tap_strides(win, buf.itemsize)
+    taps = cols.reshape(win.n, win.c, win.kh, win.kw, win.oh, wq)
+    for i in range(win.kh):
+        for j in range(win.kw):
+            start = i * win.dh * win.wp + j * win.dw
+            target = xp.lib.stride_tricks.as_strided(
+                buf[start:], (win.n, win.c, win.oh, wq), (n, c, oh, step))
+            xp.add(target, taps[:, :, i, j], out=target)
+    img = buf[:size].reshape(win.n, win.c, win.hp, win.wp)
+    if not win.padded:
+        return img
+    return xp.ascontiguousarray(img[:, :, win.top:win.top + win.h, win.left:win.left + win.w])
+
+
+def widened(g: Any, win: Window) -> Any:
+    """(n, C, oh, ow) -> (n, C, oh*wq), zeros in the wide layout's extra columns."""
+    n, channels, oh, ow = g.shape
+    if win.wq == ow:
+        return g.reshape(n, channels, oh * ow)
+    out = xp.empty((n, channels, oh, win.wq), g.dtype)
+    out[..., ow:] = 0
+    out[..., :ow] = g
+    return out.reshape(n, channels, oh * win.wq)
+
+
+def sample_matmul(w: Any, cols: Any) -> Any:
+    """A (groups, P, Q) weight stack times (n, groups*Q, L) columns -> (n, groups*P, L)."""
+    groups, p, q = w.shape
+    if groups == 1:
+        return xp.matmul(w[0], cols)
+    n, _, length = cols.shape
+    per_group = xp.matmul(w, cols.reshape(n, groups, q, length))
+    return per_group.reshape(n, groups * p, length)
+
+
+def sample_weight_grad(g: Any, cols: Any, groups: int) -> Any:
+    """sum over samples of ``g[s] @ cols[s]^T`` as (C_out, K/groups), for an (n, C_out, L)
+    gradient: computed as ``cols[s] @ g[s]^T`` (measured ~1.5x faster in OpenBLAS)."""
+    n, c_out, length = g.shape
+    k = cols.shape[1]
+    gy = g.reshape(n, groups, c_out // groups, length)
+    c = cols.reshape(n, groups, k // groups, length)
+    total = xp.matmul(c, gy.transpose(0, 1, 3, 2)).sum(axis=0)  # (groups, K/g, C_out/g)
+    return swap(total).reshape(c_out, k // groups)
+
+
+def sample_output(y: Any, win: Window, bias: Any = None) -> Any:
+    """(n, C, oh*ow) -> (n, C, oh, ow), adding the bias in place."""
+    out = y.reshape(y.shape[0], y.shape[1], win.oh, win.ow)
+    if bias is not None:
+        out += bias.reshape(-1, 1, 1)
+    return out
+
+
 # ---------------------------------------------------------------- conv2d
 @register("conv2d", method=False)
 class Conv2d(Function):
@@ -313,6 +405,12 @@ class Conv2d(Function):
 
     def forward(self, x, weight, bias=None, *, window, groups):
         self.window, self.groups, self.has_bias = window, groups, bias is not None
+        self.per_sample = per_sample(window, weight.shape[0])
+        if self.per_sample:
+            cols = sample_columns(x, window)
+            self.save(cols, weight)
+            y = sample_matmul(grouped(weight.reshape(weight.shape[0], -1), groups), cols)
+            return sample_output(y, window, bias)
         cols = to_columns(x, window)
         w = grouped(weight.reshape(weight.shape[0], -1), groups)
         y = grouped_matmul(w, grouped(cols, groups))
@@ -322,15 +420,55 @@ class Conv2d(Function):
     def backward(self, g):
         cols, weight = self.saved
         win, groups, need = self.window, self.groups, self.needs_input_grad
-        gy = to_wide(g, win) if need[1] or not gradient_as_conv(weight, win) else None
-        gx = conv_input_grad(g, gy, weight, win, groups) if need[0] else None
-        gw = None
-        if need[1]:
-            gw = long_inner_matmul(grouped(gy, groups), grouped(cols, groups))
-            gw = gw.reshape(weight.shape)
+        if self.per_sample:
+            gx, gw = sample_conv_grads(g, cols, weight, win, groups, need)
+        else:
+            gx, gw = conv_grads(g, cols, weight, win, groups, need)
         if not self.has_bias:
             return gx, gw
         return gx, gw, (channel_sums(g) if need[2] else None)
+
+    def to_onnx(self, g, inputs, output):  # ONNX form (ember.onnx.export)
+        w = self.window
+        g.node("Conv", inputs, output, kernel_shape=[w.kh, w.kw], strides=[w.sh, w.sw],
+               dilations=[w.dh, w.dw], pads=[w.top, w.left, w.bottom, w.right],
+               group=self.groups)
+
+
+def conv_grads(g: Any, cols: Any, weight: Any, win: Window, groups: int, need: tuple) -> tuple:
+    """Input and weight gradients in the (C*kh*kw, M) layout."""
+    gy = to_wide(g, win) if need[1] or not gradient_as_conv(weight, win) else None
+    gx = conv_input_grad(g, gy, weight, win, groups) if need[0] else None
+    gw = None
+    if need[1]:
+        gw = long_inner_matmul(grouped(gy, groups), grouped(cols, groups))
+        gw = gw.reshape(weight.shape)
+    return gx, gw
+
+
+def sample_conv_grads(g: Any, cols: Any, weight: Any, win: Window, groups: int,
+                      need: tuple) -> tuple:
+    """Input and weight gradients in the per-sample layout."""
+    gy = g.reshape(win.n, g.shape[1], win.oh * win.ow)
+    gx = gw = None
+    if need[0] and gradient_as_conv(weight, win):
+        back = gradient_window(g.shape, win)
+        flipped = flipped_weight(weight, groups).reshape(win.c, -1)
+        gx = sample_output(sample_matmul(grouped(flipped, groups), sample_columns(g, back)),
+                           back)
+    elif need[0]:
+        w = grouped(weight.reshape(weight.shape[0], -1), groups)
+        gx = sample_from_columns(sample_matmul(swap(w), widened(g, win)), win)
+    if need[1]:
+        gw = sample_weight_grad(gy, cols, groups).reshape(weight.shape)
+    return gx, gw
+
+
+def gradient_window(g_shape: tuple, win: Window) -> Window:
+    """The stride-1 window that convolves the output gradient back to the input."""
+    n, c_out, oh, ow = g_shape
+    return Window(n, c_out, oh, ow, win.kh, win.kw, 1, 1, win.dh, win.dw,
+                  *gradient_padding(win), win.h, win.w)
 
 
 def conv_input_grad(g: Any, gy: Any, weight: Any, win: Window, groups: int) -> Any:
@@ -487,6 +625,15 @@ class ConvTranspose2d(Function):
         if not self.has_bias:
             return gx, gw
         return gx, gw, (channel_sums(g) if need[2] else None)
+
+    def to_onnx(self, g, inputs, output):  # ONNX form: pads and output_padding of the window
+        w = self.window  # the matching convolution's geometry: its input is our output
+        extra = [size - ((n - 1) * s - lo - hi + d * (k - 1) + 1) for size, n, s, lo, hi, d, k
+                 in ((w.h, w.oh, w.sh, w.top, w.bottom, w.dh, w.kh),
+                     (w.w, w.ow, w.sw, w.left, w.right, w.dw, w.kw))]
+        g.node("ConvTranspose", inputs, output, kernel_shape=[w.kh, w.kw],
+               strides=[w.sh, w.sw], dilations=[w.dh, w.dw],
+               pads=[w.top, w.left, w.bottom, w.right], output_padding=extra, group=self.groups)
 
 
 def transpose_window(x_shape: tuple, w_shape: tuple, stride: Any, padding: Any,

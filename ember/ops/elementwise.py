@@ -42,6 +42,9 @@ class Exp(Function):
     def backward(self, g):  # d e^a / da = e^a
         return g * self.saved[0]
 
+    def to_onnx(self, g, inputs, output):
+        g.node("Exp", inputs, output)
+
 
 @register("log")
 class Log(Function):
@@ -53,6 +56,9 @@ class Log(Function):
     def backward(self, g):  # d ln a / da = 1/a
         with xp.errstate(divide="ignore", invalid="ignore"):
             return g / self.saved[0]
+
+    def to_onnx(self, g, inputs, output):
+        g.node("Log", inputs, output)
 
 
 @register("log1p")
@@ -66,6 +72,9 @@ class Log1p(Function):
         with xp.errstate(divide="ignore", invalid="ignore"):
             return g / (1 + self.saved[0])
 
+    def to_onnx(self, g, inputs, output):  # ONNX has no log1p
+        g.node("Log", [g.node("Add", [inputs[0], g.scalar(1, output)])], output)
+
 
 @register("expm1")
 class Expm1(Function):
@@ -77,6 +86,9 @@ class Expm1(Function):
 
     def backward(self, g):  # d (e^a - 1) / da = e^a = out + 1
         return g * (self.saved[0] + 1)
+
+    def to_onnx(self, g, inputs, output):  # ONNX has no expm1
+        g.node("Sub", [g.node("Exp", inputs), g.scalar(1, output)], output)
 
 
 @register("sqrt")
@@ -90,6 +102,9 @@ class Sqrt(Function):
     def backward(self, g):  # d sqrt(a) / da = 1 / (2 sqrt(a))
         with xp.errstate(divide="ignore", invalid="ignore"):
             return g / (2 * self.saved[0])
+
+    def to_onnx(self, g, inputs, output):
+        g.node("Sqrt", inputs, output)
 
 
 @register_composed("rsqrt")
@@ -107,6 +122,9 @@ class Sin(Function):
     def backward(self, g):  # d sin a / da = cos a
         return g * xp.cos(self.saved[0])
 
+    def to_onnx(self, g, inputs, output):
+        g.node("Sin", inputs, output)
+
 
 @register("cos")
 class Cos(Function):
@@ -116,6 +134,9 @@ class Cos(Function):
 
     def backward(self, g):  # d cos a / da = -sin a
         return -g * xp.sin(self.saved[0])
+
+    def to_onnx(self, g, inputs, output):
+        g.node("Cos", inputs, output)
 
 
 @register("tanh")
@@ -129,6 +150,9 @@ class Tanh(Function):
         out = self.saved[0]
         return g * (1 - out * out)
 
+    def to_onnx(self, g, inputs, output):
+        g.node("Tanh", inputs, output)
+
 
 def stable_sigmoid(a):
     """1/(1+e^-a) without overflow: exponentiate only -|a|."""
@@ -136,16 +160,33 @@ def stable_sigmoid(a):
     return xp.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
 
 
+def sigmoid_in_place(a):
+    """``1/(1+e^-a)`` in four in-place passes: torch's formula. Where ``e^-a``
+    overflows (a < -88 in float32) it gives exactly 0, as torch does; 2-6x faster
+    than ``stable_sigmoid``'s ``where`` over two branches."""
+    with xp.errstate(over="ignore"):
+        e = xp.negative(a, out=xp.empty_like(a))  # out=: an array even for 0-d input
+        xp.exp(e, out=e)
+    e += 1
+    return xp.reciprocal(e, out=e)
+
+
 @register("sigmoid")
 class Sigmoid(Function):
     def forward(self, a):
-        out = stable_sigmoid(a)
+        out = sigmoid_in_place(a) if a.dtype.kind == "f" else stable_sigmoid(a)
         self.save(out)
         return out
 
     def backward(self, g):  # d s(a) / da = s(a) (1 - s(a))
         out = self.saved[0]
-        return g * out * (1 - out)
+        grad = xp.subtract(1, out, out=xp.empty_like(out))
+        grad *= out
+        grad *= g
+        return grad
+
+    def to_onnx(self, g, inputs, output):
+        g.node("Sigmoid", inputs, output)
 
 
 @register("relu")
@@ -158,6 +199,9 @@ class Relu(Function):
     def backward(self, g):  # 1 where a > 0, else 0 (0 at 0, as in torch)
         return g * (self.saved[0] > 0)
 
+    def to_onnx(self, g, inputs, output):
+        g.node("Relu", inputs, output)
+
 
 @register("leaky_relu")
 class LeakyRelu(Function):
@@ -168,6 +212,9 @@ class LeakyRelu(Function):
 
     def backward(self, g):  # 1 where a > 0, else the slope
         return g * xp.where(self.saved[0] > 0, 1.0, self.slope).astype(g.dtype)
+
+    def to_onnx(self, g, inputs, output):
+        g.node("LeakyRelu", inputs, output, alpha=float(self.slope))
 
 
 @register("elu")
@@ -182,6 +229,9 @@ class Elu(Function):
     def backward(self, g):  # 1 where a > 0, else alpha e^a = out + alpha
         a, out = self.saved
         return g * xp.where(a > 0, 1.0, out + self.alpha).astype(g.dtype)
+
+    def to_onnx(self, g, inputs, output):
+        g.node("Elu", inputs, output, alpha=float(self.alpha))
 
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -218,6 +268,19 @@ class Gelu(Function):
         pdf = _INV_SQRT_2PI * xp.exp(-0.5 * a * a)
         return (g * (cdf + a * pdf)).astype(g.dtype, copy=False)
 
+    def to_onnx(self, g, inputs, output):
+        if g.opset >= 20:
+            return g.node("Gelu", inputs, output, approximate=self.approximate)
+        x = inputs[0]  # opset < 20: 0.5 x (1 + erf(x / sqrt 2)) or its tanh form
+        if self.approximate == "tanh":
+            cube = g.node("Mul", [x, g.node("Mul", [x, x])])
+            inner = g.node("Add", [x, g.node("Mul", [cube, g.scalar(0.044715, x)])])
+            core = g.node("Tanh", [g.node("Mul", [inner, g.scalar(_SQRT_2_OVER_PI, x)])])
+        else:
+            core = g.node("Erf", [g.node("Div", [x, g.scalar(_SQRT_2, x)])])
+        half_x = g.node("Mul", [x, g.scalar(0.5, x)])
+        return g.node("Mul", [half_x, g.node("Add", [core, g.scalar(1, x)])], output)
+
 
 @register_composed("silu", "swish")
 def silu(x: Tensor) -> Tensor:
@@ -240,6 +303,15 @@ class Softplus(Function):
         z = self.saved[0]
         return g * xp.where(z > self.threshold, 1.0, stable_sigmoid(z)).astype(g.dtype)
 
+    def to_onnx(self, g, inputs, output):  # linear above the threshold, as the forward
+        x = inputs[0]
+        z = g.node("Mul", [x, g.scalar(self.beta, x)]) if self.beta != 1 else x
+        soft = g.node("Softplus", [z])
+        if self.beta != 1:
+            soft = g.node("Div", [soft, g.scalar(self.beta, x)])
+        linear = g.node("Greater", [z, g.scalar(self.threshold, x)])
+        g.node("Where", [linear, x, soft], output)
+
 
 @register("hardtanh")
 class Hardtanh(Function):
@@ -254,6 +326,10 @@ class Hardtanh(Function):
         (a,) = self.saved
         lo, hi = self.bounds
         return g * ((a > lo) & (a < hi))
+
+    def to_onnx(self, g, inputs, output):
+        lo, hi = self.bounds
+        g.node("Clip", [inputs[0], g.scalar(lo, output), g.scalar(hi, output)], output)
 
 
 @register_composed("relu6")
@@ -275,6 +351,9 @@ class Cast(Function):
 
     def backward(self, g):
         return g.astype(self.source)
+
+    def to_onnx(self, g, inputs, output):
+        g.node("Cast", inputs, output, to=g.onnx_type(output))
 
     @classmethod
     def apply(cls, x, dtype):

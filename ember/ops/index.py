@@ -34,6 +34,51 @@ class GetItem(Function):
             grad[self.index] = g
         return grad
 
+    def to_onnx(self, g, inputs, output):
+        _index_to_onnx(g, inputs[0], self.index, self.in_shape, output)
+
+
+def _is_int(part: Any) -> bool:
+    return isinstance(part, (int, xp.integer)) and not isinstance(part, bool) or (
+        isinstance(part, xp.ndarray) and part.ndim == 0 and part.dtype.kind in "iu")
+
+
+def _expand_index(index: Any, ndim: int, g: Any) -> list:
+    """The index as one entry per input dim (plus Nones), Ellipsis spelled out."""
+    parts = list(index) if isinstance(index, tuple) else [index]
+    arrays = [p for p in parts if isinstance(p, xp.ndarray) and not _is_int(p)]
+    if any(a.dtype.kind not in "iu" for a in arrays):
+        raise g.fail("GetItem", "boolean-mask indexing has a data-dependent shape")
+    if len(arrays) > 1 or (arrays and any(_is_int(p) for p in parts)):
+        raise g.fail("GetItem", "only one integer index array (with slices) is supported")
+    used = sum(1 for p in parts if p is not None and p is not Ellipsis)
+    at = next((i for i, p in enumerate(parts) if p is Ellipsis), len(parts))
+    fill = [slice(None)] * (ndim - used)
+    return parts[:at] + fill + [p for p in parts[at + 1:]]
+
+
+def _index_to_onnx(g: Any, x: str, index: Any, shape: tuple, output: str) -> None:
+    """Basic indexing as Slice, then Gather per integer (or index array), then Unsqueeze."""
+    parts = _expand_index(index, len(shape), g)
+    dims = [p for p in parts if p is not None]  # one per input dim
+    slices = [(axis, *p.indices(shape[axis])) for axis, p in enumerate(dims)
+              if isinstance(p, slice) and p.indices(shape[axis]) != (0, shape[axis], 1)]
+    if slices:
+        axes, starts, stops, steps = zip(*slices)
+        stops = [-2 ** 63 if step < 0 and stop < 0 else stop for stop, step in zip(stops, steps)]
+        x = g.node("Slice", [x, g.ints(starts), g.ints(stops), g.ints(axes), g.ints(steps)])
+    for axis in reversed(range(len(dims))):  # from the back, so earlier axes keep their place
+        if not isinstance(dims[axis], slice):
+            x = g.node("Gather", [x, g.const(dims[axis], "int64")], axis=axis)
+    new_axes, position = [], 0
+    for p in parts:
+        if p is None:
+            new_axes.append(position)
+        position += 0 if _is_int(p) else (p.ndim if isinstance(p, xp.ndarray) else 1)
+    if new_axes:
+        x = g.axes_node("Unsqueeze", [x], g.fresh("Unsqueeze"), new_axes, 13)
+    g.node("Identity", [x], output)
+
 
 def _along(index: Any, dim: int) -> tuple:
     """Full coordinates for ``index`` laid along ``dim`` (torch's gather/scatter rule)."""
@@ -70,6 +115,11 @@ class Gather(Function):
         xp.add.at(grad, self.coords, g)
         return grad
 
+    def to_onnx(self, g, inputs, output):
+        index = g.args(self)["index"]
+        index = g.const(getattr(index, "array", index), "int64")
+        g.node("GatherElements", [inputs[0], index], output, axis=self.dim)
+
 
 @register("scatter_add", method=False)
 class ScatterAdd(Function):
@@ -93,6 +143,17 @@ class ScatterAdd(Function):
             gsrc = xp.zeros(self.src_shape, g.dtype)
             gsrc[tuple(slice(0, n) for n in self.index_shape)] = g[self.coords]
         return g, gsrc
+
+    def to_onnx(self, g, inputs, output):
+        if g.opset < 16:
+            raise g.fail("ScatterElements", "reduction='add' needs opset 16 or later")
+        index = g.args(self)["index"]
+        index = xp.asarray(getattr(index, "array", index), dtype=xp.int64)
+        src = inputs[1]
+        if tuple(self.src_shape) != index.shape:  # only src's leading block is scattered
+            src = g.node("Slice", [src, g.ints([0] * index.ndim), g.ints(index.shape)])
+        g.node("ScatterElements", [inputs[0], g.const(index), src], output, axis=self.dim,
+               reduction="add")
 
 
 def scatter_add(x: Tensor, dim: int, index: Any, src: Tensor) -> Tensor:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from ember.autograd import FUNCTIONS, Function, register
+from ember.autograd import FUNCTIONS, Function, register, unbroadcast
 from ember.backend import xp
+from ember.blas import matmul
 from ember.ops.reduce import normalize_dims
 from ember.tensor import Tensor
 
@@ -72,7 +73,7 @@ class Linear(Function):
             raise TypeError(f"linear: input dtype {x.dtype} does not match weight dtype "
                             f"{weight.dtype}; cast one of them (e.g. x.to({weight.dtype}))")
         self.save(x, weight)
-        out = x.reshape(-1, in_features) @ weight.T
+        out = matmul(x.reshape(-1, in_features), weight.T)
         if bias is not None:
             out += bias
         return out.reshape(x.shape[:-1] + (out_features,))
@@ -81,11 +82,21 @@ class Linear(Function):
         x, weight = self.saved
         g2 = g.reshape(-1, weight.shape[0])
         need = self.needs_input_grad
-        gx = (g2 @ weight).reshape(x.shape) if need[0] else None
-        gw = g2.T @ x.reshape(-1, weight.shape[1]) if need[1] else None
+        gx = matmul(g2, weight).reshape(x.shape) if need[0] else None
+        gw = matmul(g2.T, x.reshape(-1, weight.shape[1])) if need[1] else None
         if len(need) == 2:
             return gx, gw
         return gx, gw, (g2.sum(axis=0) if need[2] else None)
+
+    def to_onnx(self, g, inputs, output):
+        if len(g.shape(inputs[0])) == 2:
+            g.node("Gemm", inputs, output, transB=1)
+            return
+        weight_t = g.node("Transpose", [inputs[1]], perm=[1, 0])
+        if len(inputs) == 2:
+            g.node("MatMul", [inputs[0], weight_t], output)
+            return
+        g.node("Add", [g.node("MatMul", [inputs[0], weight_t]), inputs[2]], output)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
@@ -279,6 +290,59 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Any = None,  # noqa: A0
 FUNCTIONS["cross_entropy"] = cross_entropy
 
 
+# ---------------------------------------------------------------- mean squared error
+@register("mse_loss", method=False)
+class MseLoss(Function):
+    """``(x - t)^2``, reduced, in one op: one subtraction kept for backward, whose
+    gradient is ``2 (x - t) g`` (divided by the count for the mean). Composed of
+    sub, mul, sum and div it took four graph nodes each way; the seed MLP's MSE
+    step is short enough for that to show (docs/performance.md).
+    """
+
+    arity = 2
+    promote = True  # an integer target is promoted, as in ``input - target``
+
+    def forward(self, x, t, reduction="mean"):
+        self.reduction = check_reduction(reduction)
+        diff = x - t
+        self.shapes = (x.shape, t.shape)
+        self.save(diff)
+        squared = diff * diff
+        if reduction == "none":
+            return squared
+        if reduction == "sum":
+            return squared.sum()
+        return squared.mean() if squared.size else xp.asarray(xp.nan, squared.dtype)
+
+    def backward(self, g):
+        (diff,) = self.saved
+        scale = g * (2.0 / diff.size) if self.reduction == "mean" else g * 2.0
+        grad = diff * scale
+        (shape_x, shape_t), need = self.shapes, self.needs_input_grad
+        gx = unbroadcast(grad, shape_x) if need[0] else None
+        gt = unbroadcast(-grad, shape_t) if need[1] else None
+        return gx, gt
+
+
+def mse_loss(input: Tensor, target: Tensor, size_average: bool | None = None,  # noqa: A002
+             reduce: bool | None = None, reduction: str = "mean") -> Tensor:
+    """Mean squared error ``(input - target)^2``, reduced, as one op (``F.mse_loss``
+    calls it, and also takes an elementwise ``weight``).
+
+    >>> mse_loss(ember.tensor([1.0, 3.0]), ember.tensor([0.0, 0.0]))
+    tensor(5.)
+    """
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if tuple(target.shape) != tuple(input.shape):
+        warnings.warn(f"Using a target size ({target.shape}) that is different to the input "
+                      f"size ({input.shape}). This will likely lead to incorrect results due "
+                      "to broadcasting. Please ensure they have the same size.", stacklevel=2)
+    return MseLoss.apply(input, target, reduction)
+
+
+FUNCTIONS["mse_loss"] = mse_loss
+
+
 # ---------------------------------------------------------------- binary cross entropy
 @register("binary_cross_entropy", method=False)
 class BinaryCrossEntropy(Function):
@@ -395,6 +459,10 @@ class Embedding(Function):
             grad[self.padding_idx] = 0
         return None, grad
 
+    def to_onnx(self, g, inputs, output):
+        indices, weight = inputs
+        g.node("Gather", [weight, indices], output, axis=0)
+
 
 def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> Tensor:  # noqa: A002
     """``weight[input]``: look up rows by integer index.
@@ -436,3 +504,17 @@ class Standardize(Function):
         mean_g = g.mean(axis=self.axes, keepdims=True)
         mean_gx = (g * xhat).mean(axis=self.axes, keepdims=True)
         return rstd * (g - mean_g - xhat * mean_gx)
+
+    def to_onnx(self, g, inputs, output):
+        x, eps, shape = inputs[0], float(g.args(self)["eps"]), g.shape(inputs[0])
+        trailing = self.axes == tuple(range(len(shape) - len(self.axes), len(shape)))
+        if g.opset >= 17 and trailing and self.axes:
+            scale = g.const(xp.ones(shape[self.axes[0]:]), g.dtype(x))
+            g.node("LayerNormalization", [x, scale], output, axis=self.axes[0], epsilon=eps)
+            return
+        mean = g.axes_node("ReduceMean", [x], g.fresh("mean"), self.axes, 18, keepdims=1)
+        centred = g.node("Sub", [x, mean])
+        var = g.axes_node("ReduceMean", [g.node("Mul", [centred, centred])], g.fresh("var"),
+                          self.axes, 18, keepdims=1)
+        std = g.node("Sqrt", [g.node("Add", [var, g.scalar(eps, x)])])
+        g.node("Div", [centred, std], output)

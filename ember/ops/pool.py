@@ -184,6 +184,11 @@ class MaxPool2d(Function):
         (which,) = self.saved
         return spread(g, self.window, which)
 
+    def to_onnx(self, g, inputs, output):  # explicit pads hold ceil-mode windows: ceil_mode 0
+        w = self.window
+        g.node("MaxPool", inputs, output, kernel_shape=[w.kh, w.kw], strides=[w.sh, w.sw],
+               dilations=[w.dh, w.dw], pads=[w.top, w.left, w.bottom, w.right])
+
 
 def _batched(x: Tensor, op: str) -> tuple:
     """(N, C, H, W) input, or an unbatched (C, H, W) one given a batch of 1."""
@@ -272,6 +277,16 @@ class AvgPool2d(Function):
     def backward(self, g):
         return spread(g * self.scale, self.window)
 
+    def to_onnx(self, g, inputs, output):  # AveragePool divides by kh*kw; a Mul fixes divisors
+        w = self.window
+        mean = g.node("AveragePool", inputs, kernel_shape=[w.kh, w.kw], strides=[w.sh, w.sw],
+                      pads=[w.top, w.left, w.bottom, w.right], count_include_pad=1)
+        correction = xp.asarray(self.scale, dtype=xp.float64) * (w.kh * w.kw)
+        if xp.allclose(correction, 1.0, rtol=0, atol=1e-12):
+            g.node("Identity", [mean], output)
+        else:
+            g.node("Mul", [mean, g.const(correction, g.dtype(output))], output)
+
 
 def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None,  # noqa: A002
                padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
@@ -358,6 +373,9 @@ class AdaptiveAvgPool2d(Function):
     def backward(self, g):
         return segment_mean_grad(segment_mean_grad(g, 2, self.size[0]), 3, self.size[1])
 
+    def to_onnx(self, g, inputs, output):  # GlobalAveragePool, or even windows
+        g.adaptive_pool("AveragePool", "GlobalAveragePool", inputs, output, self.size)
+
 
 def adaptive_avg_pool2d(input: Tensor, output_size: Any) -> Tensor:  # noqa: A002
     """Average pooling to a fixed (out_h, out_w) whatever the input size, as torch's.
@@ -407,6 +425,9 @@ class AdaptiveMaxPool2d(Function):
     def backward(self, g):
         (flat,) = self.saved
         return scatter_planes(g, flat, self.shape)
+
+    def to_onnx(self, g, inputs, output):  # GlobalMaxPool, or even windows
+        g.adaptive_pool("MaxPool", "GlobalMaxPool", inputs, output, self.shape[2:])
 
 
 def scatter_planes(g: Any, flat: Any, shape: tuple) -> Any:

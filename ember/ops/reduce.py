@@ -47,6 +47,13 @@ class _Reduction(Function):
         """The gradient with reduced dims restored as size 1."""
         return g if self.keepdim else xp.expand_dims(g, self.axes)
 
+    def reduce_to_onnx(self, g, op_type: str, inputs, output, since: int = 18) -> None:
+        """A Reduce* node over ``self.axes`` (an input from opset ``since``, else an attribute)."""
+        if not self.axes:  # a 0-d input: nothing to reduce
+            g.node("Identity", inputs, output)
+            return
+        g.axes_node(op_type, inputs, output, self.axes, since, keepdims=int(self.keepdim))
+
 
 @register("sum")
 class Sum(_Reduction):
@@ -56,6 +63,9 @@ class Sum(_Reduction):
 
     def backward(self, g):  # every summed element gets the gradient of the sum
         return xp.broadcast_to(self.kept(g), self.in_shape)
+
+    def to_onnx(self, g, inputs, output):
+        self.reduce_to_onnx(g, "ReduceSum", inputs, output, since=13)
 
 
 @register_composed("mean")
@@ -89,6 +99,9 @@ class Prod(_Reduction):
         moved = (g_lead * left * right).reshape([a.shape[i] for i in order])
         return moved.transpose(xp.argsort(order))
 
+    def to_onnx(self, g, inputs, output):
+        self.reduce_to_onnx(g, "ReduceProd", inputs, output)
+
 
 class _Extreme(_Reduction):
     """amax/amin: the gradient is shared evenly among tied extremes, as in torch."""
@@ -113,10 +126,16 @@ class _Extreme(_Reduction):
 class Amax(_Extreme):
     pick = staticmethod(xp.max)
 
+    def to_onnx(self, g, inputs, output):
+        self.reduce_to_onnx(g, "ReduceMax", inputs, output)
+
 
 @register("amin")
 class Amin(_Extreme):
     pick = staticmethod(xp.min)
+
+    def to_onnx(self, g, inputs, output):
+        self.reduce_to_onnx(g, "ReduceMin", inputs, output)
 
 
 class _ArgExtreme(Function):
@@ -216,6 +235,9 @@ class LogSumExp(_Reduction):
         a, out = self.saved
         return self.kept(g) * xp.exp(a - out)
 
+    def to_onnx(self, g, inputs, output):
+        self.reduce_to_onnx(g, "ReduceLogSumExp", inputs, output)
+
 
 @register("cumsum")
 class CumSum(Function):
@@ -227,6 +249,12 @@ class CumSum(Function):
         if g.ndim == 0:
             return g
         return xp.flip(xp.cumsum(xp.flip(g, self.axis), axis=self.axis), self.axis)
+
+    def to_onnx(self, g, inputs, output):
+        if not g.shape(inputs[0]):
+            g.node("Identity", inputs, output)
+            return
+        g.node("CumSum", [inputs[0], g.const(self.axis, "int64")], output)
 
 
 def _shifted(a, axis: int):
@@ -252,6 +280,9 @@ class LogSoftmax(Function):
         (out,) = self.saved
         return g - xp.exp(out) * g.sum(axis=self.axis, keepdims=True)
 
+    def to_onnx(self, g, inputs, output):
+        _softmax_to_onnx(g, "LogSoftmax", self.axis, inputs, output)
+
 
 @register("softmax")
 class Softmax(Function):
@@ -267,3 +298,12 @@ class Softmax(Function):
     def backward(self, g):  # the softmax Jacobian: s * (g - sum(g * s))
         (out,) = self.saved
         return out * (g - (g * out).sum(axis=self.axis, keepdims=True))
+
+    def to_onnx(self, g, inputs, output):
+        _softmax_to_onnx(g, "Softmax", self.axis, inputs, output)
+
+
+def _softmax_to_onnx(g, op_type: str, axis: int | None, inputs, output) -> None:
+    if axis is None:
+        raise g.fail(op_type, "a 0-d input has no axis to normalise over")
+    g.node(op_type, inputs, output, axis=int(axis))

@@ -110,6 +110,17 @@ class Interpolate(Function):
                 g = unresample_axis(g, self.plans[axis], axis + 2, self.sizes[axis])
         return g
 
+    def to_onnx(self, g, inputs, output):  # Resize whose rounding reproduces the plans
+        from ember.onnx.forms import resize_modes
+        out_sizes = g.shape(output)[2:]
+        if all(p is None for p in self.plans):
+            g.node("Identity", inputs, output)
+            return
+        mode, coords, rounding = resize_modes(g, self.plans, self.sizes, out_sizes)
+        scales = [1.0, 1.0] + [o / i for i, o in zip(self.sizes, out_sizes)]
+        g.node("Resize", [inputs[0], "", g.const(scales, xp.float32)], output, mode=mode,
+               coordinate_transformation_mode=coords, nearest_mode=rounding)
+
 
 # ---------------------------------------------------------------- interpolate
 def _per_dim(value: Any, dims: int, name: str, shape: tuple) -> list:

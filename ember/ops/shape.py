@@ -37,6 +37,9 @@ class Reshape(Function):
     def backward(self, g):  # the same elements, in the input's shape
         return g.reshape(self.in_shape)
 
+    def to_onnx(self, g, inputs, output):  # Flatten, or a Reshape that follows the batch size
+        g.reshape(inputs[0], g.shape(output), output)
+
 
 @register("permute")
 class Permute(Function):
@@ -49,6 +52,10 @@ class Permute(Function):
 
     def backward(self, g):  # undo the permutation
         return g.transpose(xp.argsort([d % g.ndim for d in self.dims]))
+
+    def to_onnx(self, g, inputs, output):
+        ndim = len(g.shape(inputs[0]))
+        g.node("Transpose", inputs, output, perm=[d % max(ndim, 1) for d in self.dims])
 
 
 @register("expand")
@@ -66,6 +73,12 @@ class Expand(Function):
 
     def backward(self, g):  # copies of one element sum their gradients
         return unbroadcast(g, self.in_shape)
+
+    def to_onnx(self, g, inputs, output):
+        target = list(g.shape(output))
+        if g.is_batched(inputs[0]):  # Expand broadcasts both ways: 1 keeps the input's batch
+            target[len(target) - len(self.in_shape)] = 1
+        g.node("Expand", [inputs[0], g.ints(target)], output)
 
 
 @register("repeat")
@@ -86,6 +99,12 @@ class Repeat(Function):
         summed = g.reshape(split).sum(axis=tuple(range(0, len(split), 2)))
         return summed.reshape(self.in_shape)
 
+    def to_onnx(self, g, inputs, output):
+        x, extra = inputs[0], len(self.repeats) - len(self.in_shape)
+        if extra:  # torch's repeat may add leading dims; Tile may not
+            x = g.axes_node("Unsqueeze", [x], g.fresh("Unsqueeze"), range(extra), 13)
+        g.node("Tile", [x, g.ints(self.repeats)], output)
+
 
 @register("cat", "concat", method=False)
 class Cat(Function):
@@ -101,6 +120,9 @@ class Cat(Function):
     def backward(self, g):  # each input gets its own slice of the gradient
         cuts = xp.cumsum(self.sizes)[:-1]
         return tuple(xp.split(g, cuts, axis=self.axis))
+
+    def to_onnx(self, g, inputs, output):
+        g.elementwise("Concat", inputs, output, axis=self.axis)
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -146,6 +168,14 @@ class Pad(Function):
     def backward(self, g):  # the gradient of the unpadded part
         return g[self.crop]
 
+    def to_onnx(self, g, inputs, output):
+        args = g.args(self)
+        pad, ndim = list(args["pad"]), len(self.crop)
+        widths = [(0, 0)] * (ndim - len(pad) // 2) + \
+            [(pad[2 * i], pad[2 * i + 1]) for i in reversed(range(len(pad) // 2))]
+        pads = [lo for lo, _ in widths] + [hi for _, hi in widths]
+        g.node("Pad", [inputs[0], g.ints(pads), g.scalar(args["value"], output)], output)
+
 
 @register("flip")
 class Flip(Function):
@@ -155,6 +185,11 @@ class Flip(Function):
 
     def backward(self, g):
         return xp.flip(g, self.dims)
+
+    def to_onnx(self, g, inputs, output):  # a step -1 Slice from the end past the start
+        k = len(self.dims)
+        g.node("Slice", [inputs[0], g.ints([-1] * k), g.ints([-2 ** 63] * k),
+                         g.ints(self.dims), g.ints([-1] * k)], output)
 
 
 @register("roll")
@@ -167,6 +202,36 @@ class Roll(Function):
         neg = tuple(-s for s in self.shifts) if isinstance(self.shifts, tuple) else -self.shifts
         return xp.roll(g, neg, self.dims)
 
+    def to_onnx(self, g, inputs, output):  # per dim: the last `shift` elements, then the rest
+        x, shape = inputs[0], g.shape(inputs[0])
+        if self.dims is None:
+            if g.is_batched(x):
+                raise g.fail("Roll", "rolling the flattened tensor mixes the batch dim")
+            flat = g.node("Reshape", [x, g.ints([-1])])
+            rolled = _roll_to_onnx(g, flat, int(self.shifts), math.prod(shape))
+            g.node("Reshape", [rolled, g.ints(shape)], output)
+            return
+        shifts = self.shifts if isinstance(self.shifts, (tuple, list)) else (self.shifts,)
+        dims = self.dims if isinstance(self.dims, (tuple, list)) else (self.dims,)
+        for shift, dim in zip(shifts, dims):
+            x = _roll_to_onnx(g, x, int(shift), shape[dim], dim % len(shape))
+        g.node("Identity", [x], output)
+
+
+def _trilu_to_onnx(g, inputs, output, k: int, upper: int) -> None:
+    if g.opset < 14:
+        raise g.fail("Trilu", "tril/triu need opset 14 or later")
+    g.node("Trilu", [inputs[0], g.const(k, "int64")], output, upper=upper)
+
+
+def _roll_to_onnx(g, x: str, shift: int, size: int, axis: int = 0) -> str:
+    cut = size - shift % size if size else 0
+    if cut in (0, size):
+        return x
+    head = g.node("Slice", [x, g.ints([cut]), g.ints([size]), g.ints([axis])])
+    tail = g.node("Slice", [x, g.ints([0]), g.ints([cut]), g.ints([axis])])
+    return g.node("Concat", [head, tail], axis=axis)
+
 
 @register("tril")
 class Tril(Function):
@@ -176,6 +241,9 @@ class Tril(Function):
 
     def backward(self, g):
         return xp.tril(g, self.k)
+
+    def to_onnx(self, g, inputs, output):
+        _trilu_to_onnx(g, inputs, output, self.k, upper=0)
 
 
 @register("triu")
@@ -187,6 +255,9 @@ class Triu(Function):
     def backward(self, g):
         return xp.triu(g, self.k)
 
+    def to_onnx(self, g, inputs, output):
+        _trilu_to_onnx(g, inputs, output, self.k, upper=1)
+
 
 @register("clone")
 class Clone(Function):
@@ -196,6 +267,9 @@ class Clone(Function):
     def backward(self, g):
         return g
 
+    def to_onnx(self, g, inputs, output):
+        g.node("Identity", inputs, output)
+
 
 # ---------------------------------------------------------------- composed
 @register_composed("flatten")
@@ -204,6 +278,8 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     if x.ndim == 0:
         return x.reshape(1)
     start, end = _dim(start_dim, x.ndim), _dim(end_dim, x.ndim)
+    if start == end:  # nothing to merge: the input itself, as torch returns it
+        return x
     merged = math.prod(x.shape[start:end + 1])
     return x.reshape(x.shape[:start] + (merged,) + x.shape[end + 1:])
 

@@ -301,6 +301,39 @@ def test_input_gradient_formulas_agree(monkeypatch, kwargs):
     np.testing.assert_allclose(as_conv, as_col2im, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("shapes,kwargs", [
+    (((2, 3, 12, 12), (4, 3, 3, 3)), dict(padding=1)),
+    (((2, 1, 16, 16), (6, 1, 5, 5)), dict(padding=2)),
+    (((2, 6, 14, 14), (16, 6, 5, 5)), dict()),
+    (((2, 4, 13, 12), (6, 2, 3, 3)), dict(groups=2, stride=(2, 1), padding=(1, 2))),
+    (((2, 4, 12, 13), (4, 4, 3, 2)), dict(padding="same", dilation=(2, 1))),
+])
+@pytest.mark.parametrize("grad_as_conv", [100.0, 0.0])
+def test_per_sample_layout_equals_long_layout(monkeypatch, shapes, kwargs, grad_as_conv):
+    """conv2d's per-sample (n, C*kh*kw, L) columns against the (C*kh*kw, n*L) layout:
+    output and every gradient, with either input-gradient formula."""
+    from ember.ops import conv
+    rng = np.random.default_rng(7)
+    x, w = (rng.standard_normal(s) for s in shapes)
+    b = rng.standard_normal(w.shape[0])
+    monkeypatch.setattr(conv, "GRAD_CONV_MAX_RATIO", grad_as_conv)
+    monkeypatch.setattr(conv, "SAMPLE_MAX_WORK", 1 << 40)
+
+    def run():
+        ts = [ember.tensor(a, dtype=ember.float64, requires_grad=True) for a in (x, w, b)]
+        out = F.conv2d(*ts, **kwargs)
+        out.backward(ember.tensor(np.cos(np.arange(out.numel())).reshape(out.shape),
+                                  dtype=ember.float64))
+        return [out.array] + [t.grad.array for t in ts]
+
+    per_sample = run()
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    long_layout = run()
+    for a, b_ in zip(per_sample, long_layout):
+        assert a.flags.c_contiguous
+        np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-12)
+
+
 def test_conv_output_is_contiguous_and_batch_independent():
     rng = np.random.default_rng(4)
     x = ember.tensor(rng.standard_normal((3, 2, 6, 6)).astype(np.float32))

@@ -1,0 +1,154 @@
+"""Measuring instruments: peak RSS by sampling, GEMM peak, FLOP counts, thread limits."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RssSampler", "release_free_memory", "gemm_peak", "forward_macs", "timed",
+           "median", "limit_threads", "machine_summary"]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class RssSampler:
+    """Peak resident memory of this process, sampled from /proc/self/statm.
+
+    A daemon thread reads the resident page count every ``interval`` seconds.
+    ``track()`` measures one stretch of work: its value is the highest RSS seen
+    during the stretch minus the RSS at its start (bytes). Spikes shorter than
+    the interval can be missed; the reading costs about 2 microseconds.
+    """
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.fd = os.open("/proc/self/statm", os.O_RDONLY)
+        self.peak = 0
+        self.active = False
+        self.thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+        self.thread.start()
+
+    def rss(self) -> int:
+        return int(os.pread(self.fd, 128, 0).split()[1]) * _PAGE
+
+    def _loop(self) -> None:
+        while True:
+            if self.active:
+                value = self.rss()
+                if value > self.peak:
+                    self.peak = value
+            time.sleep(self.interval)
+
+    @contextmanager
+    def track(self):
+        """``with sampler.track() as result: ...``; then ``result[0]`` is the peak increase."""
+        result = [0]
+        base = self.rss()
+        self.peak, self.active = base, True
+        try:
+            yield result
+        finally:
+            self.active = False
+            result[0] = max(self.peak, self.rss()) - base
+
+
+def release_free_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``), so that one
+    framework's freed-but-kept memory does not hide the next one's growth."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+@contextmanager
+def limit_threads(n: int):
+    """Run with ``n`` threads in every BLAS/OpenMP pool (NumPy's OpenBLAS, torch's
+    MKL and OpenMP) and in torch's intra-op pool."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    with threadpool_limits(limits=n):
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
+def gemm_peak(size: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """The best float32 GFLOP/s of a ``size``-cubed product, NumPy and torch, with
+    the current thread settings and with one thread (on a busy machine one thread
+    can be the faster)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    flops = 2.0 * size ** 3
+    threads = torch.get_num_threads()
+    best: dict[str, float] = {}
+    for label, n in ((f"{threads} threads", threads), ("1 thread", 1)):
+        with limit_threads(n):
+            for _ in range(repeats):
+                for name, fn in (("numpy", lambda: a @ b), ("torch", lambda: torch.mm(ta, tb))):
+                    key = f"{name}, {label}"
+                    best[key] = max(best.get(key, 0.0), flops / timed(fn) / 1e9)
+    return best
+
+
+def forward_macs(torch_model: Any, sample_shape: tuple) -> int:
+    """Multiply-accumulates of one sample's forward pass, counted over Linear and
+    Conv2d layers only (elementwise work, pooling and normalisation are left out)."""
+    import torch
+
+    total = [0]
+
+    def count(module: Any, inputs: Any, output: Any) -> None:
+        if isinstance(module, torch.nn.Linear):
+            total[0] += module.in_features * module.out_features
+        elif isinstance(module, torch.nn.Conv2d):
+            per_output = module.in_channels // module.groups * int(np.prod(module.kernel_size))
+            total[0] += output[0].numel() * per_output
+
+    handles = [m.register_forward_hook(count) for m in torch_model.modules()]
+    try:
+        with torch.no_grad():
+            torch_model.eval()(torch.zeros((1,) + tuple(sample_shape)))
+    finally:
+        torch_model.train()
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def machine_summary() -> str:
+    """CPU model, logical cores and load average, for the report's header."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f
+                          if line.startswith("model name")), model)
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{model}, {os.cpu_count()} logical cores, load average {load} at the start"

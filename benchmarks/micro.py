@@ -1,0 +1,147 @@
+"""Microbenchmarks, ember against torch: one op (forward, or forward and backward) at a time.
+
+Each benchmark builds the same inputs in both frameworks; the two are timed in
+alternating rounds and the median time per call is reported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import ember
+import ember.nn.functional as F
+from benchmarks.measure import median
+
+__all__ = ["MICRO", "run_micro", "MicroResult"]
+
+
+@dataclass
+class MicroResult:
+    name: str
+    ember_us: float
+    torch_us: float
+
+    @property
+    def ratio(self) -> float:
+        return self.ember_us / self.torch_us
+
+
+def _pair(*shapes: tuple, grad: bool = True) -> tuple[list, list]:
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    return ([ember.tensor(a, requires_grad=grad) for a in arrays],
+            [torch.tensor(a, requires_grad=grad) for a in arrays])
+
+
+def _backward_of(fn: Callable) -> Callable:
+    """``fn``, a backward through ``out.sum()``, then the inputs' gradients dropped
+    (so that no call pays for accumulating into the previous call's gradient)."""
+    def run(*xs):
+        fn(*xs).sum().backward()
+        for x in xs:
+            x.grad = None
+    return run
+
+
+def _matmul(n: int) -> tuple:
+    (a, b), (ta, tb) = _pair((n, n), (n, n), grad=False)
+    return (lambda: a @ b), (lambda: ta @ tb)
+
+
+def _linear(batch: int, fan_in: int, fan_out: int) -> tuple:
+    e, t = _pair((batch, fan_in), (fan_out, fan_in), (fan_out,))
+    return (lambda: _backward_of(F.linear)(*e)), \
+        (lambda: _backward_of(torch.nn.functional.linear)(*t))
+
+
+def _conv(n: int, c: int, hw: int, out: int, k: int, pad: int) -> tuple:
+    e, t = _pair((n, c, hw, hw), (out, c, k, k), (out,))
+    return (lambda: _backward_of(lambda *xs: F.conv2d(*xs, padding=pad))(*e)), \
+        (lambda: _backward_of(lambda *xs: torch.nn.functional.conv2d(*xs, padding=pad))(*t))
+
+
+def _pool(n: int, c: int, hw: int) -> tuple:
+    (x,), (tx,) = _pair((n, c, hw, hw))
+    return (lambda: _backward_of(lambda v: F.max_pool2d(v, 2))(x)), \
+        (lambda: _backward_of(lambda v: torch.nn.functional.max_pool2d(v, 2))(tx))
+
+
+def _xent(n: int, classes: int) -> tuple:
+    (x,), (tx,) = _pair((n, classes))
+    labels = np.random.default_rng(1).integers(0, classes, n)
+    y, ty = ember.tensor(labels), torch.tensor(labels)
+    return (lambda: _backward_of(lambda v: F.cross_entropy(v, y))(x)), \
+        (lambda: _backward_of(lambda v: torch.nn.functional.cross_entropy(v, ty))(tx))
+
+
+def _chain(length: int) -> tuple:
+    """``length`` ops on 1-element tensors (alternating * and +), then backward."""
+    (x, a, b), (tx, ta, tb) = _pair((1,), (1,), (1,))
+    a.requires_grad = b.requires_grad = False
+    ta.requires_grad_(False)
+    tb.requires_grad_(False)
+
+    def run(x, a, b):
+        y = x
+        for _ in range(length // 2):
+            y = y * a
+            y = y + b
+        y.sum().backward()
+        x.grad = None
+    return (lambda: run(x, a, b)), (lambda: run(tx, ta, tb))
+
+
+# name -> (setup, its arguments); the first argument is the batch size, which
+# --quick divides by 8
+MICRO: dict[str, tuple[Callable[..., tuple], tuple]] = {
+    "matmul 512x512 @ 512x512 (forward)": (_matmul, (512,)),
+    "linear 64x784 -> 100 (fwd+bwd)": (_linear, (64, 784, 100)),
+    "conv2d 64x1x28x28, 6 out, k5 p2 (fwd+bwd)": (_conv, (64, 1, 28, 6, 5, 2)),
+    "conv2d 64x6x14x14, 16 out, k5 (fwd+bwd)": (_conv, (64, 6, 14, 16, 5, 0)),
+    "conv2d 128x48x16x16, 48 out, k3 p1 (fwd+bwd)": (_conv, (128, 48, 16, 48, 3, 1)),
+    "max_pool2d 2x2, 64x6x28x28 (fwd+bwd)": (_pool, (64, 6, 28)),
+    "max_pool2d 2x2, 128x24x32x32 (fwd+bwd)": (_pool, (128, 24, 32)),
+    "softmax-cross-entropy 64x10 (fwd+bwd)": (_xent, (64, 10)),
+    "softmax-cross-entropy 512x1000 (fwd+bwd)": (_xent, (512, 1000)),
+    "per-op overhead: 1000-op chain of 1-element tensors (fwd+bwd)": (_chain, (1000,)),
+}
+PER_OP = "per-op overhead: 1000-op chain of 1-element tensors (fwd+bwd)"
+
+
+def _calls_for(fn: Callable, budget: float) -> int:
+    """How many calls fill ``budget`` seconds (at least one)."""
+    start = time.perf_counter()
+    fn()
+    once = time.perf_counter() - start
+    return max(1, int(budget / max(once, 1e-7)))
+
+
+def _per_call(fn: Callable, calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def run_micro(names: list[str] | None = None, rounds: int = 7, budget: float = 0.03,
+              quick: bool = False) -> list[MicroResult]:
+    """Median microseconds per call of each benchmark, ember and torch alternating.
+    ``quick``: batch sizes divided by 8 (except for the op chain and the matmul)."""
+    results = []
+    for name in names or list(MICRO):
+        setup, args = MICRO[name]
+        if quick and setup not in (_chain, _matmul):
+            args = (max(1, args[0] // 8),) + args[1:]
+        ember_fn, torch_fn = setup(*args)
+        calls = [_calls_for(f, budget) for f in (ember_fn, torch_fn)]
+        times: tuple[list, list] = ([], [])
+        for _ in range(rounds):
+            for i, fn in enumerate((ember_fn, torch_fn)):
+                times[i].append(_per_call(fn, calls[i]))
+        results.append(MicroResult(name, median(times[0]) * 1e6, median(times[1]) * 1e6))
+    return results

@@ -1,0 +1,144 @@
+"""Results as Markdown tables, and the check of each result against its target."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from benchmarks.measure import median
+from benchmarks.micro import PER_OP, MicroResult
+from benchmarks.training import Case
+
+__all__ = ["RunStats", "CaseResult", "training_table", "inference_table", "micro_table",
+           "target_table", "TRAINING_COLUMNS"]
+
+MB = 1024 * 1024
+
+
+@dataclass
+class RunStats:
+    """One framework's epochs of one case."""
+
+    seconds: list = field(default_factory=list)   # timed epochs only
+    memory: list = field(default_factory=list)    # peak RSS increase per epoch, bytes
+    accuracy: float = float("nan")
+    images_per_s: float = float("nan")
+
+    @property
+    def epoch_s(self) -> float:
+        return median(self.seconds)
+
+    @property
+    def peak_mb(self) -> float:
+        return max(self.memory) / MB if self.memory else float("nan")
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    stats: dict            # runner name -> RunStats
+    forward_macs: int      # per sample
+    samples: int           # per epoch
+    test_samples: int
+
+    @property
+    def accuracy_noise(self) -> float:
+        """Two standard errors of the difference of two test accuracies near ``p``."""
+        p = self.stats["torch"].accuracy
+        return 2 * math.sqrt(max(2 * p * (1 - p), 1e-4) / max(self.test_samples, 1))
+
+    @property
+    def gflop_per_epoch(self) -> float:
+        return 6.0 * self.forward_macs * self.samples / 1e9
+
+    def peak_fraction(self, name: str, peak_gflops: float) -> float:
+        s = self.stats.get(name)
+        return self.gflop_per_epoch / s.epoch_s / peak_gflops if s else float("nan")
+
+    def ratio(self, a: str, b: str, attr: str = "epoch_s") -> float:
+        if a not in self.stats or b not in self.stats:
+            return float("nan")
+        return getattr(self.stats[a], attr) / getattr(self.stats[b], attr)
+
+
+TRAINING_COLUMNS = ["case", "batch", "run", "ember s/epoch", "torch s/epoch", "numpy s/epoch",
+                    "ember/torch", "ember/numpy", "ember MB", "torch MB", "numpy MB",
+                    "MB ember/torch", "acc ember", "acc torch", "acc numpy", "GFLOP/epoch",
+                    "% peak ember", "% peak torch", "% peak numpy"]
+
+
+def _num(x: float, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def _row(cells: list) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header))] + [_row(r) for r in rows]
+
+
+def _training_row(res: CaseResult, ember: str, peak: float) -> list:
+    s = res.stats
+    get = lambda name, attr: getattr(s[name], attr) if name in s else float("nan")  # noqa: E731
+    pct = [100 * res.peak_fraction(n, peak) for n in (ember, "torch", "numpy")]
+    return [res.case.label, res.case.batch, ember,
+            _num(get(ember, "epoch_s")), _num(get("torch", "epoch_s")),
+            _num(get("numpy", "epoch_s")),
+            _num(res.ratio(ember, "torch")), _num(res.ratio(ember, "numpy")),
+            _num(get(ember, "peak_mb")), _num(get("torch", "peak_mb")),
+            _num(get("numpy", "peak_mb")), _num(res.ratio(ember, "torch", "peak_mb")),
+            _num(get(ember, "accuracy"), 4), _num(get("torch", "accuracy"), 4),
+            _num(get("numpy", "accuracy"), 4), _num(res.gflop_per_epoch),
+            _num(pct[0], 2), _num(pct[1], 2), _num(pct[2], 2)]
+
+
+def training_table(results: list[CaseResult], peak: float) -> list[str]:
+    rows = [_training_row(res, name, peak) for res in results
+            for name in res.stats if name.startswith("ember")]
+    return _table(TRAINING_COLUMNS, rows)
+
+
+def inference_table(results: list[CaseResult]) -> list[str]:
+    rows = []
+    for res in results:
+        if res.case.inference_batch is None:
+            continue
+        s = res.stats
+        ips = [s[n].images_per_s if n in s else float("nan") for n in ("ember", "torch", "numpy")]
+        rows.append([res.case.label.split(",")[0], res.case.inference_batch,
+                     *[_num(v) for v in ips], _num(ips[1] / ips[0]), _num(ips[2] / ips[0])])
+    header = ["model", "batch", "ember images/s", "torch images/s", "numpy images/s",
+              "ember time / torch time", "ember time / numpy time"]
+    return _table(header, rows) if rows else []
+
+
+def micro_table(results: list[MicroResult]) -> list[str]:
+    rows = [[r.name, _num(r.ember_us), _num(r.torch_us), _num(r.ratio)] for r in results]
+    return _table(["benchmark", "ember µs", "torch µs", "ember/torch"], rows)
+
+
+def _check(label: str, value: float, limit: float) -> list:
+    met = "-" if math.isnan(value) else ("met" if value <= limit else "MISSED")
+    return [label, f"≤ {_num(limit)}", _num(value), met]
+
+
+def target_table(results: list[CaseResult], micro: list[MicroResult]) -> list[str]:
+    rows = []
+    for res in results:
+        title = f"{res.case.label}, batch {res.case.batch}"
+        rows.append(_check(f"{title}: time ember/torch", res.ratio("ember", "torch"),
+                           res.case.target))
+        if "numpy" in res.stats:
+            rows.append(_check(f"{title}: time ember/numpy", res.ratio("ember", "numpy"), 1.5))
+        rows.append(_check(f"{title}: peak memory ember/torch",
+                           res.ratio("ember", "torch", "peak_mb"), 1.5))
+        gap = abs(res.stats["ember"].accuracy - res.stats["torch"].accuracy)
+        rows.append(_check(f"{title}: accuracy gap, ember vs torch", gap, res.accuracy_noise))
+    for m in micro:
+        if m.name == PER_OP:
+            rows.append(_check("per-op overhead ember/torch", m.ratio, 1.0))
+    return _table(["target", "limit", "measured", "status"], rows)

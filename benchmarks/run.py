@@ -1,0 +1,187 @@
+"""Run the benchmark suite: ember against PyTorch (CPU) and a hand-written NumPy reference.
+
+    python -m benchmarks.run                         # everything; writes docs/benchmarks.md
+    python -m benchmarks.run --quick                 # a ten-second smoke run (CI)
+    python -m benchmarks.run --cases lenet5_b64 micro --data ../shared/datasets
+
+All frameworks run in this one process with the same thread count, on the same
+models, initial weights, batches, optimizer and epochs, interleaved epoch by
+epoch (ember, torch, NumPy, ember, ...). See docs/performance.md for the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import measure, report
+from benchmarks.micro import MICRO, run_micro
+from benchmarks.training import CASES, REPO_ROOT, Case, build_runners, build_torch_model, \
+    data_root, load_data
+
+START = time.perf_counter()
+QUICK_LIMITS = {"mnist": (320, 200), "cifar10": (128, 64)}  # (train, test) images
+DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
+PEAK = {False: (2048, 5), True: (1024, 2)}  # GEMM size and repeats, by --quick
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    names = [c.key for c in CASES] + ["micro"]
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="folder holding mnist/ and cifar-10/ "
+                                       "(default: $EMBER_DATA, else ../shared/datasets)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny subsets and one timed epoch: a smoke run of every column")
+    parser.add_argument("--cases", nargs="+", choices=names, metavar="CASE",
+                        help=f"run only these (from: {', '.join(names)})")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads for every framework's BLAS/OpenMP pools (default 2)")
+    parser.add_argument("--epochs", type=int, help="timed epochs per case (default: the case's)")
+    parser.add_argument("--out", help="Markdown file to write (default: docs/benchmarks.md, "
+                                      "none with --quick)")
+    return parser.parse_args(argv)
+
+
+def run_case(case: Case, data, sampler: measure.RssSampler, quick: bool,
+             epochs: int | None) -> report.CaseResult:
+    """Warm-up, then the timed epochs, each framework in turn; then accuracy and speed."""
+    runners = build_runners(case, data)
+    stats = {r.name: report.RunStats() for r in runners}
+    timed_epochs = 1 if quick else (epochs or case.epochs)
+    warmup = 1 if quick else case.warmup_batches
+    for epoch in range(1 + timed_epochs):
+        for runner in runners:
+            seconds, grown = _epoch(runner, 1000 + epoch, warmup if epoch == 0 else None,
+                                    sampler)
+            stats[runner.name].memory.append(grown)
+            if epoch:
+                stats[runner.name].seconds.append(seconds)
+        print(f"  {case.key} epoch {epoch}: " + ", ".join(
+            f"{n} {s.seconds[-1]:.2f}s" for n, s in stats.items() if epoch and s.seconds),
+            flush=True)
+    x_test = data.test_inputs()
+    for runner in runners:
+        stats[runner.name].accuracy = float(np.mean(runner.predict(x_test) == data.test_labels))
+    if case.inference_batch:
+        _inference(case, runners, stats, x_test, rounds=1 if quick else 3)
+    macs = measure.forward_macs(build_torch_model(case), data.sample_shape)
+    return report.CaseResult(case, stats, macs, len(data.train_labels), len(data.test_labels))
+
+
+def _epoch(runner, seed: int, limit: int | None, sampler: measure.RssSampler) -> tuple:
+    """One (possibly partial) epoch: its seconds and its peak RSS rise in bytes."""
+    measure.release_free_memory()
+    with sampler.track() as grown:
+        start = time.perf_counter()
+        runner.train_epoch(seed, limit)
+        seconds = time.perf_counter() - start
+    return seconds, grown[0]
+
+
+def _inference(case: Case, runners: list, stats: dict, x_test: np.ndarray, rounds: int) -> None:
+    """Images per second of forward passes over the test set, in rounds, median."""
+    main = [r for r in runners if r.name in ("ember", "torch", "numpy")]
+    times: dict[str, list] = {r.name: [] for r in main}
+    for _ in range(rounds):
+        for r in main:
+            times[r.name].append(measure.timed(lambda r=r: r.predict(x_test,
+                                                                     case.inference_batch)))
+    for name, t in times.items():
+        stats[name].images_per_s = len(x_test) / measure.median(t)
+
+
+def header(args: argparse.Namespace, peak: dict, threads: int, sources: list[str]) -> list[str]:
+    import torch
+
+    import ember  # noqa: F401
+    mode = "quick smoke run (tiny subsets, 1 timed epoch)" if args.quick else "full run"
+    return [
+        "# ember benchmarks", "",
+        f"Written by `{' '.join(['python -m benchmarks.run'] + sys.argv[1:])}`"
+        f" on {datetime.date.today().isoformat()} ({mode}). Method, targets and the history "
+        "of each optimisation: [performance.md](performance.md).", "",
+        f"- Machine: {measure.machine_summary()}",
+        f"- Python {platform.python_version()}, NumPy {np.__version__}, "
+        f"torch {torch.__version__}; {threads} thread(s) for every framework",
+        f"- float32 GEMM peak measured in this run (best of {PEAK[args.quick][1]} products of "
+        f"{PEAK[args.quick][0]}² matrices): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items())
+        + " GFLOP/s; '% peak' divides by the largest",
+        *[f"- Data: {s}" for s in sources], "",
+    ]
+
+
+def explanations() -> list[str]:
+    return [
+        "Seconds per epoch: median over the timed epochs, after a warm-up epoch (CIFAR: a "
+        "few warm-up batches, then one timed epoch). Ratios below 1 mean ember is faster. "
+        "MB: the largest rise of resident memory (RSS) over its value at the start of an "
+        "epoch, sampled every 2 ms by a thread reading /proc/self/statm, after returning "
+        "freed heap memory to the OS (malloc_trim). Accuracy: on the test set after the last "
+        "epoch. GFLOP/epoch: 6 x forward multiply-accumulates of the Linear and Conv2d "
+        "layers x training images (training = forward + input-gradient + weight-gradient "
+        "products; elementwise work, pooling, normalisation and the optimizer are not "
+        "counted); '% peak' divides that per second by the measured GEMM peak.", "",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    wanted = args.cases or [c.key for c in CASES] + ["micro"]
+    out = Path(args.out) if args.out else (None if args.quick else DEFAULT_OUT)
+    start = time.perf_counter()
+    with measure.limit_threads(args.threads):
+        lines, results, micro = run_all(args, wanted)
+    lines.append(f"Total run time: {time.perf_counter() - start:.0f} s.")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"written to {out}")
+    return 0
+
+
+def run_all(args: argparse.Namespace, wanted: list[str]) -> tuple[list[str], list, list]:
+    sampler = measure.RssSampler()
+    peak = measure.gemm_peak(*PEAK[args.quick])
+    # --quick uses the small stand-ins unless --data names a folder
+    root = None if args.quick and not args.data else data_root(args.data)
+    datasets, results = {}, []
+    for case in [c for c in CASES if c.key in wanted]:
+        if case.dataset not in datasets:
+            limits = QUICK_LIMITS[case.dataset] if args.quick else (None, None)
+            datasets[case.dataset] = load_data(case.dataset, root, *limits)
+        if args.quick:
+            case = dataclasses.replace(case, model_kwargs={**case.model_kwargs,
+                                                           **case.quick_kwargs})
+        print(f"{case.key}: {case.label}, batch {case.batch} "
+              f"({time.perf_counter() - START:.1f} s)", flush=True)
+        results.append(run_case(case, datasets[case.dataset], sampler, args.quick, args.epochs))
+    micro = []
+    if "micro" in wanted:
+        print(f"microbenchmarks ({time.perf_counter() - START:.1f} s)", flush=True)
+        micro = run_micro(list(MICRO), rounds=2 if args.quick else 7,
+                          budget=0.002 if args.quick else 0.03, quick=args.quick)
+    best = max(peak.values())
+    lines = header(args, peak, args.threads, [d.source for d in datasets.values()])
+    if results:
+        lines += ["## Training", ""] + report.training_table(results, best) + [""]
+        lines += explanations()
+        inference = report.inference_table(results)
+        lines += (["## Inference", ""] + inference + [""]) if inference else []
+    if micro:
+        lines += ["## Microbenchmarks (median per call)", ""] + report.micro_table(micro) + [""]
+    lines += ["## Targets (ratios from this run)", ""] + report.target_table(results, micro)
+    return lines + [""], results, micro
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""How many threads NumPy's BLAS uses: ``set_num_threads``, ``get_num_threads``, and
+``matmul``, which runs mid-sized products on one thread.
+
+Why: OpenBLAS splits every product above a tiny size between all its threads,
+and its threads busy-wait for work after each call. For the products of small
+models (an MLP's 64x784 @ 784x100 takes ~0.1 ms) the hand-off costs more than
+the second core saves, and when other processes keep the cores busy it is far
+worse: a waiting thread that lost its core stalls the product for a scheduler
+time slice. Measured on a loaded 2-core machine, an MLP epoch ran 5-25x slower
+with two BLAS threads than with one (docs/performance.md). So ``matmul`` keeps a
+product on one thread unless one thread would need about a millisecond for it
+(``MULTITHREAD_FLOPS``); big products (convolutions as GEMMs, wide layers) still
+use every thread the pool has.
+
+The pool is found with ``threadpoolctl`` (an optional dependency). Without it,
+or with a BLAS other than OpenBLAS on pthreads, ``matmul`` is plain ``a @ b``.
+``EMBER_NUM_THREADS=n`` in the environment sets the pool size when ember loads.
+
+>>> ember.blas.set_num_threads(1)   # e.g. on a shared machine
+>>> ember.blas.get_num_threads()
+1
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ember.backend import xp
+
+__all__ = ["matmul", "set_num_threads", "get_num_threads", "MULTITHREAD_FLOPS"]
+
+MULTITHREAD_FLOPS = 1e8
+"""Products of fewer floating-point operations (2*M*K*N per BLAS call) run on one thread."""
+
+_np_matmul = xp.matmul
+_OPENBLAS_SINGLE_MNK = 65536 * 4  # below this M*N*K OpenBLAS stays on one thread itself
+_MULTITHREAD_MNK = MULTITHREAD_FLOPS / 2
+_UNSET = object()
+_pool: Any = _UNSET
+
+
+class _OpenBLASPool:
+    """The ``openblas_{get,set}_num_threads`` entry points of NumPy's OpenBLAS."""
+
+    def __init__(self, get: Any, set_: Any) -> None:
+        self.get, self.set = get, set_
+
+
+def _find_pool() -> _OpenBLASPool | None:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    libs = [c for c in ThreadpoolController().lib_controllers
+            if c.internal_api == "openblas" and getattr(c, "threading_layer", "") == "pthreads"]
+    libs.sort(key=lambda c: "numpy" not in c.filepath)  # NumPy's own copy first
+    for lib in libs:
+        for prefix in ("", "scipy_"):
+            for suffix in ("", "64_", "_64"):
+                get = getattr(lib.dynlib, f"{prefix}openblas_get_num_threads{suffix}", None)
+                set_ = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                if get is not None and set_ is not None:
+                    return _OpenBLASPool(get, set_)
+    return None
+
+
+def _blas_pool() -> _OpenBLASPool | None:
+    global _pool
+    if _pool is _UNSET:
+        _pool = _find_pool()
+    return _pool
+
+
+def get_num_threads() -> int:
+    """Threads in NumPy's BLAS pool (1 when it cannot be found)."""
+    pool = _blas_pool()
+    return int(pool.get()) if pool is not None else 1
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` BLAS threads for NumPy's products (like ``torch.set_num_threads``)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: expected a positive integer, got {n!r}")
+    pool = _blas_pool()
+    if pool is None:
+        raise RuntimeError("set_num_threads: NumPy's OpenBLAS thread pool was not found "
+                           "(pip install threadpoolctl; other BLAS libraries: set "
+                           "OMP_NUM_THREADS / OPENBLAS_NUM_THREADS before starting Python)")
+    pool.set(n)
+
+
+def matmul(a: Any, b: Any, out: Any = None) -> Any:
+    """``a @ b`` (into ``out`` if given), on one BLAS thread unless the product is
+    big enough to share."""
+    mnk = (a.shape[-2] if a.ndim > 1 else 1) * a.shape[-1] * b.shape[-1]
+    if mnk < _OPENBLAS_SINGLE_MNK or mnk >= _MULTITHREAD_MNK:
+        return _np_matmul(a, b, out=out)
+    pool = _pool if _pool is not _UNSET else _blas_pool()
+    threads = pool.get() if pool is not None else 1
+    if threads <= 1:
+        return _np_matmul(a, b, out=out)
+    pool.set(1)
+    try:
+        return _np_matmul(a, b, out=out)
+    finally:
+        pool.set(threads)
+
+
+def _threads_from_environment() -> None:
+    value = os.environ.get("EMBER_NUM_THREADS")
+    if value:
+        try:
+            set_num_threads(int(value))
+        except (ValueError, RuntimeError) as err:
+            raise RuntimeError(f"EMBER_NUM_THREADS={value!r}: {err}") from None
+
+
+_threads_from_environment()

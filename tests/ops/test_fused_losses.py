@@ -1,0 +1,74 @@
+"""The fused mse_loss (tests/op_rows_perf.py) against torch and gradcheck, and against
+the composed ops it replaced."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import ember
+import ember.nn.functional as F
+from tests.helpers import gradcheck_case, helper_test_op
+from tests.op_rows_perf import ROWS
+
+CASES = [(case, shapes, dtype) for case in ROWS for shapes in case.shapes for dtype in case.dtypes]
+
+
+@pytest.mark.parametrize("case,shapes,dtype", CASES,
+                         ids=[f"{c.name}-{i}" for i, (c, _, _) in enumerate(CASES)])
+def test_fused_op_matches_torch(case, shapes, dtype):
+    helper_test_op(shapes, case.torch_fn, case.ember_fn, dtype=dtype, grad=case.grad, case=case)
+
+
+GRADCHECKS = [case for case in ROWS if case.grad and case.gradcheck]
+
+
+@pytest.mark.parametrize("case", GRADCHECKS,
+                         ids=[f"{c.name}-{i}" for i, c in enumerate(GRADCHECKS)])
+def test_fused_op_gradcheck(case):
+    assert gradcheck_case(case, case.shapes[0])
+
+
+def composed_mse(x, t, reduction):
+    """The plain path: mse_loss as it was composed of sub, mul and a reduction."""
+    diff = x - t
+    loss = diff * diff
+    return loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [ember.float32, ember.float64])
+def test_fused_equals_composed(reduction, dtype):
+    rng = np.random.default_rng(0)
+    data = [rng.standard_normal((10, 7)) for _ in range(2)]
+    grads = []
+    for fn in (F.mse_loss, composed_mse):
+        x, t = (ember.tensor(d, dtype=dtype, requires_grad=True) for d in data)
+        out = fn(x, t, reduction=reduction)
+        out.backward(ember.ones_like(out) if reduction == "none" else None)
+        grads.append((out.array, x.grad.array, t.grad.array))
+    rtol = 1e-6 if dtype == ember.float32 else 1e-14
+    for fused, plain in zip(*grads):
+        assert fused.dtype == plain.dtype
+        np.testing.assert_allclose(fused, plain, rtol=rtol, atol=rtol)
+
+
+def test_mean_of_nothing_is_nan_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = F.mse_loss(ember.zeros(0), ember.zeros(0))
+    assert np.isnan(out.item())
+
+
+def test_mismatched_sizes_warn_and_bad_reduction_is_refused():
+    with pytest.warns(UserWarning, match="different to the input size"):
+        F.mse_loss(ember.zeros(4, 3), ember.zeros(3))
+    with pytest.raises(ValueError, match="not a valid value for reduction"):
+        F.mse_loss(ember.zeros(2), ember.zeros(2), reduction="avg")
+
+
+def test_an_elementwise_weight_still_takes_the_composed_path():
+    x, t, w = ember.tensor([1.0, 3.0]), ember.tensor([0.0, 0.0]), ember.tensor([1.0, 0.0])
+    assert F.mse_loss(x, t, weight=w).item() == 1.0

@@ -1,0 +1,161 @@
+"""The backward engine's ordering (newest op first, by sequence number) and the
+one-frame ``apply`` closures, against torch and against the plain paths."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import ember
+from ember.autograd import Function, register
+from ember.ops.arithmetic import Mul
+
+UNARY = ["tanh", "sigmoid", "exp", "neg"]
+BINARY = ["add", "mul", "sub"]
+
+
+def random_graph(seed: int, leaves: list, lib) -> object:
+    """Ops over randomly chosen earlier nodes: shared subexpressions, nodes consumed
+    long after they were made, leaves used many times. Same recipe for both libs."""
+    rng = np.random.default_rng(seed)
+    nodes = list(leaves)
+    for _ in range(40):
+        if rng.random() < 0.4:
+            x = nodes[rng.integers(len(nodes))]
+            name = UNARY[rng.integers(len(UNARY))]
+            nodes.append(getattr(x, name)() if name != "neg" else -x)
+        else:
+            a, b = (nodes[i] for i in rng.integers(len(nodes), size=2))
+            nodes.append(getattr(a, BINARY[rng.integers(len(BINARY))])(b) * 0.5)
+    picks = rng.integers(len(leaves), len(nodes), size=4)
+    return sum(nodes[i].sum() for i in picks)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_graphs_match_torch(seed):
+    rng = np.random.default_rng(100 + seed)
+    data = [rng.uniform(-1, 1, (3,)) for _ in range(3)]
+    e = [ember.tensor(d, dtype=ember.float64, requires_grad=True) for d in data]
+    t = [torch.tensor(d, requires_grad=True) for d in data]
+    random_graph(seed, e, ember).backward()
+    random_graph(seed, t, torch).backward()
+    for a, b in zip(e, t):
+        if b.grad is None:
+            assert a.grad is None
+        else:
+            np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_backward_from_an_older_node_ignores_newer_ops():
+    x = ember.tensor([2.0], requires_grad=True)
+    y = x * x          # the root: made before z
+    z = y * 3.0        # newer, reaches x, but not part of y's graph
+    y.backward(retain_graph=True)
+    assert x.grad.tolist() == [4.0]
+    z.backward()
+    assert x.grad.tolist() == [4.0 + 12.0]
+
+
+def test_a_node_made_early_and_consumed_late_gets_all_contributions():
+    x = ember.tensor([1.5], requires_grad=True)
+    early = x.exp()
+    chain = x
+    for _ in range(50):
+        chain = chain * 1.01
+    (chain * early).sum().backward()
+    expected = 1.01 ** 50 * (np.exp(1.5) + 1.5 * np.exp(1.5))
+    np.testing.assert_allclose(x.grad.numpy(), [expected], rtol=1e-6)
+
+
+def test_graphs_built_in_two_threads_each_backprop_correctly():
+    results = {}
+
+    def work(k: int) -> None:
+        x = ember.tensor([float(k)], requires_grad=True)
+        y = x
+        for _ in range(200):
+            y = y * 1.0 + 0.0
+        (y * y).sum().backward()
+        results[k] = x.grad.item()
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (2, 3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert results == {2: 4.0, 3: 6.0}
+
+
+def test_retained_non_leaf_and_leaf_never_share_a_gradient_array():
+    x = ember.tensor([1.0, 2.0], requires_grad=True)
+    y = x + 0.0
+    y.retain_grad()
+    y.sum().backward()
+    y.grad.mul_(5)
+    assert x.grad.tolist() == [1.0, 1.0]
+
+
+def test_a_user_gradient_is_copied_before_a_leaf_keeps_it():
+    x = ember.tensor([1.0, 2.0], requires_grad=True)
+    seed = np.array([1.0, 1.0], np.float32)
+    x.backward(seed)
+    x.grad.mul_(3)
+    assert seed.tolist() == [1.0, 1.0]
+
+
+# ---------------------------------------------------------------- apply closures
+def test_method_function_and_apply_are_the_same_fast_closure():
+    assert ember.Tensor.__mul__ is Mul.apply is Mul._apply
+    x = ember.tensor([3.0], requires_grad=True)
+    for out in (x * x, Mul.apply(x, x), ember.mul(x, x)):
+        assert type(out.grad_fn) is Mul and out.item() == 9.0
+
+
+def test_a_subclass_runs_its_own_forward_not_its_parents():
+    class Triple(Mul):
+        def forward(self, a, b):
+            self.save_shapes(a, b)
+            self.save(a, b)
+            return 3 * a * b
+
+    x = ember.tensor([2.0], requires_grad=True)
+    out = Triple.apply(x, ember.tensor([1.0]))
+    assert out.item() == 6.0 and type(out.grad_fn) is Triple
+
+
+def test_an_op_with_its_own_apply_keeps_it():
+    calls = []
+
+    @register("test_engine_custom_apply_op")
+    class Twice(Function):
+        def forward(self, a):
+            return 2 * a
+
+        def backward(self, g):
+            return 2 * g
+
+        @classmethod
+        def apply(cls, x):
+            calls.append(x)
+            return super().apply(x)
+
+    try:
+        x = ember.tensor([1.0], requires_grad=True)
+        x.test_engine_custom_apply_op().backward()
+        assert len(calls) == 1 and x.grad.item() == 2.0
+    finally:
+        from ember.autograd import FUNCTIONS, REGISTRY
+        REGISTRY.pop("test_engine_custom_apply_op")
+        FUNCTIONS.pop("test_engine_custom_apply_op")
+        delattr(ember.Tensor, "test_engine_custom_apply_op")
+
+
+def test_numbers_and_mixed_dtypes_are_lifted_as_before():
+    x = ember.tensor([1, 2])                      # int64
+    assert (x * 0.5).dtype == ember.float32      # float scalar with an int tensor
+    y = ember.tensor([1.0, 2.0], dtype=ember.float64)
+    assert (x + y).dtype == ember.float64        # int and float tensors promote
+    assert (y * 2).dtype == ember.float64

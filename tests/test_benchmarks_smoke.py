@@ -1,0 +1,179 @@
+"""The benchmark suite: ``python -m benchmarks.run --quick`` produces every table with
+every column and sane numbers (no timing assertions), and the pieces it relies on
+are correct: the NumPy reference trains exactly like torch, the torch twins match
+ember's models, and every framework sees the same batches."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ember
+from benchmarks import models_torch, numpy_reference, training
+from benchmarks.micro import MICRO
+from benchmarks.report import TRAINING_COLUMNS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- the command
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("bench") / "benchmarks.md"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out.read_text()
+
+
+def table(text: str, section: str) -> list[dict]:
+    """The rows of the Markdown table under ``## section`` as dicts."""
+    lines = text.split(f"## {section}", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    header, body = rows[0], rows[2:]
+    assert all(len(r) == len(header) for r in body)
+    return [dict(zip(header, r)) for r in body]
+
+
+def number(cell: str) -> float:
+    value = float(cell)
+    assert math.isfinite(value)
+    return value
+
+
+def test_training_table_has_every_case_and_column(quick_report):
+    rows = table(quick_report, "Training")
+    assert list(rows[0]) == TRAINING_COLUMNS
+    expected = [(c.batch, name) for c in training.CASES for name in
+                ["ember"] + [f"ember ({w} workers)" for w in c.ember_workers if w]]
+    assert [(int(r["batch"]), r["run"]) for r in rows] == expected
+
+
+def test_training_numbers_are_sane(quick_report):
+    for row in table(quick_report, "Training"):
+        ember_s, torch_s = number(row["ember s/epoch"]), number(row["torch s/epoch"])
+        assert ember_s > 0 and torch_s > 0
+        assert number(row["ember/torch"]) == pytest.approx(ember_s / torch_s, rel=0.02)
+        for col in ("ember MB", "torch MB"):
+            assert number(row[col]) >= 0
+        for col in ("acc ember", "acc torch"):
+            assert 0 <= number(row[col]) <= 1
+        assert number(row["GFLOP/epoch"]) > 0 and number(row["% peak ember"]) > 0
+        if row["numpy s/epoch"] != "-":   # the NumPy reference exists for MLPs and LeNet-5
+            assert number(row["ember/numpy"]) == pytest.approx(
+                ember_s / number(row["numpy s/epoch"]), rel=0.02)
+            assert 0 <= number(row["acc numpy"]) <= 1
+
+
+def test_inference_micro_and_target_tables(quick_report):
+    (infer,) = table(quick_report, "Inference")
+    assert all(number(infer[f"{n} images/s"]) > 0 for n in ("ember", "torch", "numpy"))
+    micro = table(quick_report, "Microbenchmarks")
+    assert [r["benchmark"] for r in micro] == list(MICRO)
+    assert all(number(r["ember µs"]) > 0 and number(r["torch µs"]) > 0 for r in micro)
+    targets = table(quick_report, "Targets")
+    assert {r["status"] for r in targets} <= {"met", "MISSED"}
+    assert any(r["target"].startswith("per-op overhead") for r in targets)
+
+
+def test_header_names_threads_peak_and_data(quick_report):
+    assert "thread(s) for every framework" in quick_report
+    assert "GEMM peak measured in this run" in quick_report
+    assert "- Data: MNIST" in quick_report
+
+
+# ---------------------------------------------------------------- the pieces
+def one_step_grads_agree(torch_model, reference, x, y, loss):
+    out = torch_model(torch.from_numpy(x))
+    if loss == "mse":
+        value = torch.nn.functional.mse_loss(out, torch.nn.functional.one_hot(
+            torch.from_numpy(y), 10).float())
+    else:
+        value = torch.nn.functional.cross_entropy(out, torch.from_numpy(y))
+    value.backward()
+    ref_loss, g = numpy_reference.LOSSES[loss](reference.forward(x, keep=True), y)
+    reference.backward(g)
+    assert ref_loss == pytest.approx(value.item(), rel=1e-5)
+    for mine, p in zip(reference.torch_layout_grads(), torch_model.parameters()):
+        np.testing.assert_allclose(mine, p.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("sizes, act, loss", [((784, 30, 10), "sigmoid", "mse"),
+                                              ((784, 20, 20, 10), "tanh", "cross_entropy"),
+                                              ((784, 20, 10), "relu", "cross_entropy")])
+def test_numpy_mlp_gradients_equal_torch(sizes, act, loss):
+    torch.manual_seed(0)
+    model = models_torch.mlp(sizes, act)
+    w = [p.detach().numpy().copy() for p in model.parameters()]
+    ref = numpy_reference.NumpyMLP(list(zip(w[0::2], w[1::2])), act, loss)
+    rng = np.random.default_rng(0)
+    one_step_grads_agree(model, ref, rng.standard_normal((8, 784), dtype=np.float32),
+                         rng.integers(0, 10, 8), loss)
+
+
+def test_numpy_lenet5_gradients_equal_torch():
+    torch.manual_seed(0)
+    model = models_torch.lenet5()
+    ref = numpy_reference.NumpyLeNet5([p.detach().numpy() for p in model.parameters()])
+    rng = np.random.default_rng(1)
+    one_step_grads_agree(model, ref, rng.standard_normal((6, 1, 28, 28), dtype=np.float32),
+                         rng.integers(0, 10, 6), "cross_entropy")
+
+
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "adam"])
+def test_numpy_optimizers_equal_torch(opt):
+    rng = np.random.default_rng(2)
+    start = rng.standard_normal(50).astype(np.float32)
+    param = torch.tensor(start, requires_grad=True)
+    flat = numpy_reference.FlatParams([start])
+    kwargs = {"sgd": {"lr": 0.1}, "momentum": {"lr": 0.1, "momentum": 0.9},
+              "adam": {"lr": 0.01}}[opt]
+    torch_opt = (torch.optim.Adam if opt == "adam" else torch.optim.SGD)([param], **kwargs)
+    ref_opt = (numpy_reference.Adam if opt == "adam" else numpy_reference.SGD)(flat, **kwargs)
+    for _ in range(5):
+        g = rng.standard_normal(50).astype(np.float32)
+        param.grad = torch.from_numpy(g.copy())
+        torch_opt.step()
+        flat.grad[...] = g
+        ref_opt.step()
+    np.testing.assert_allclose(flat.flat, param.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, kwargs, shape", [("mlp", {"sizes": (784, 16, 10)}, (1, 28, 28)),
+                                                 ("lenet5", {}, (1, 28, 28)),
+                                                 ("cifar_cnn", {"width": 4}, (3, 32, 32))])
+def test_torch_twins_compute_what_ember_models_compute(name, kwargs, shape):
+    torch.manual_seed(0)
+    twin = models_torch.TWINS[name](**kwargs)
+    model = ember.models.build(name, **kwargs)
+    models_torch.copy_into_ember(twin, model)
+    x = np.random.default_rng(3).standard_normal((4,) + shape, dtype=np.float32)
+    np.testing.assert_allclose(model(ember.from_numpy(x)).array,
+                               twin(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_every_framework_gets_the_same_batches():
+    """ember's DataLoader draws the epoch's order from the generator it is given;
+    torch and NumPy use ``epoch_order`` with the same seed."""
+    data = training.load_data("mnist", None, 100, 10)
+    case = training.CASES[1]
+    runner = training.EmberRunner(case, data, training.build_torch_model(case))
+    runner.loader.generator = np.random.default_rng(7)
+    order = training.epoch_order(7, 100)
+    batches = [y.array for _, y in runner.loader]
+    np.testing.assert_array_equal(np.concatenate(batches), data.train_labels[order])
+    x, _ = next(iter(runner.loader.__class__(runner.loader.dataset, batch_size=5)))
+    np.testing.assert_array_equal(x.array, data.normalise(data.train_images[:5]))
