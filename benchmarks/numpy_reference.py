@@ -212,15 +212,15 @@ class NumpyLeNet5:
         w1, b1, w2, b2, f1, fb1, f2, fb2, f3, fb3 = self.params.values
         buf["pad"][0, :, 2:30, 2:30] = x.reshape(n, 28, 28)
         cols1 = _im2col(buf["pad"], buf["cols1"], 28)
-        a1, mask1 = _conv_pool_relu(w1, b1, cols1, (6, n, 28, 28), keep)
+        a1, pool1 = _conv_pool_relu(w1, b1, cols1, (6, n, 28, 28), keep)
         cols2 = _im2col(a1, buf["cols2"], 10)
-        a2, mask2 = _conv_pool_relu(w2, b2, cols2, (16, n, 10, 10), keep)
+        a2, pool2 = _conv_pool_relu(w2, b2, cols2, (16, n, 10, 10), keep)
         flat = a2.transpose(1, 0, 2, 3).reshape(n, 400)  # torch's (c, h, w) order
         h1 = _activate(_affine(flat, f1, fb1), "relu")
         h2 = _activate(_affine(h1, f2, fb2), "relu")
         out = _affine(h2, f3, fb3)
         if keep:
-            self.saved = (cols1, mask1, a1, cols2, mask2, a2, flat, h1, h2)
+            self.saved = (cols1, pool1, a1, cols2, pool2, a2, flat, h1, h2)
         return out
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, optimizer) -> float:
@@ -230,7 +230,7 @@ class NumpyLeNet5:
         return loss
 
     def backward(self, g: np.ndarray) -> None:
-        cols1, mask1, a1, cols2, mask2, a2, flat, h1, h2 = self.saved
+        cols1, pool1, a1, cols2, pool2, a2, flat, h1, h2 = self.saved
         w1, b1, w2, b2, f1, fb1, f2, fb2, f3, fb3 = self.params.values
         gw1, gb1, gw2, gb2, gf1, gfb1, gf2, gfb2, gf3, gfb3 = self.params.grads
         n = len(g)
@@ -238,10 +238,10 @@ class NumpyLeNet5:
         g = _affine_backward(_activation_grad(g, h2, "relu"), h1, f2, gf2, gfb2)
         g = _affine_backward(_activation_grad(g, h1, "relu"), flat, f1, gf1, gfb1)
         g = g.reshape(n, 16, 5, 5).transpose(1, 0, 2, 3)
-        gz2 = _unpool(_activation_grad(np.ascontiguousarray(g), a2, "relu"), mask2)
+        gz2 = _unpool(_activation_grad(np.ascontiguousarray(g), a2, "relu"), pool2)
         gcols2 = _conv_backward(gz2, cols2, w2, gw2, gb2, need_input=True)
         ga1 = _col2im(gcols2.reshape(5, 5, 6, n, 10, 10), (6, n, 14, 14))
-        gz1 = _unpool(_activation_grad(ga1, a1, "relu"), mask1)
+        gz1 = _unpool(_activation_grad(ga1, a1, "relu"), pool1)
         _conv_backward(gz1, cols1, w1, gw1, gb1, need_input=False)
         self.saved = None
 
@@ -276,26 +276,38 @@ def _col2im(gcols: np.ndarray, shape: tuple) -> np.ndarray:
     return gx
 
 
-def _conv_pool_relu(w, b, cols, shape, keep) -> tuple[np.ndarray, np.ndarray | None]:
-    """Convolution as one GEMM, 2x2 max-pool, then ReLU; the pool's float mask if kept."""
+def _conv_pool_relu(w, b, cols, shape, keep) -> tuple[np.ndarray, tuple | None]:
+    """Convolution as one GEMM, 2x2 max-pool, then ReLU. The pool is the elementwise
+    maximum of the four strided views of each window's corners (a reduction over two
+    strided axes is ~20x slower); ``keep`` returns the views and the pooled values."""
     c, n, h, wd = shape
     z = matmul(w, cols)
     z += b[:, None]
-    windows = z.reshape(c, n, h // 2, 2, wd // 2, 2)
-    pooled = windows.max(axis=(3, 5))
-    mask = (windows == pooled[:, :, :, None, :, None]).astype(f32) if keep else None
-    return np.maximum(pooled, 0, out=pooled), mask
+    corners = _corners(z.reshape(c, n, h // 2, 2, wd // 2, 2))
+    pooled = np.maximum(corners[0], corners[1])
+    np.maximum(pooled, corners[2], out=pooled)
+    np.maximum(pooled, corners[3], out=pooled)
+    saved = (corners, pooled.copy()) if keep else None
+    return np.maximum(pooled, 0, out=pooled), saved
 
 
-def _unpool(g: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _corners(windows: np.ndarray) -> list[np.ndarray]:
+    """The four (C, N, h, w) strided views of a (C, N, h, 2, w, 2) window array."""
+    return [windows[:, :, :, dy, :, dx] for dy in (0, 1) for dx in (0, 1)]
+
+
+def _unpool(g: np.ndarray, saved: tuple) -> np.ndarray:
     """Route each pooled gradient to its window's maximum: (C, N, h, w) -> (C, N*2h*2w)."""
+    corners, pooled = saved
     c, n, h, w = g.shape
-    out = mask * g[:, :, :, None, :, None]
+    out = np.empty((c, n, h, 2, w, 2), f32)
+    for view, corner in zip(_corners(out), corners):
+        np.multiply(g, corner == pooled, out=view)
     return out.reshape(c, n * h * w * 4)
 
 
 def _conv_backward(gz, cols, w, gw, gb, need_input: bool) -> np.ndarray | None:
-    matmul(gz, cols.T, out=gw)
+    gw[...] = matmul(cols, gz.T).T  # this orientation of the long-inner product: ~2x faster
     gz.sum(axis=1, out=gb)
     return matmul(w.T, gz) if need_input else None
 

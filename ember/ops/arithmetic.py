@@ -35,7 +35,7 @@ class _Binary(Function):
 @register("add", "__add__", "__radd__")
 class Add(_Binary):
     def forward(self, a, b):
-        self.save_shapes(a, b)
+        self.shapes = (a.shape, b.shape)  # save_shapes inlined: the hottest ops
         return a + b
 
     def backward(self, g):  # d(a+b)/da = 1, d(a+b)/db = 1
@@ -48,7 +48,7 @@ class Add(_Binary):
 @register("sub", "__sub__")
 class Sub(_Binary):
     def forward(self, a, b):
-        self.save_shapes(a, b)
+        self.shapes = (a.shape, b.shape)
         return a - b
 
     def backward(self, g):  # d(a-b)/da = 1, d(a-b)/db = -1
@@ -61,8 +61,7 @@ class Sub(_Binary):
 @register("mul", "__mul__", "__rmul__")
 class Mul(_Binary):
     def forward(self, a, b):
-        self.save_shapes(a, b)
-        self.save(a, b)
+        self.shapes, self.saved = (a.shape, b.shape), (a, b)
         return a * b
 
     def backward(self, g):  # d(ab)/da = b, d(ab)/db = a

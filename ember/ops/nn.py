@@ -167,6 +167,12 @@ class CrossEntropy(Function):
         self.shape, x = logits.shape, _classes_last(logits)
         self.classes = x.shape[1]
         self.weight = self._check_weight(weight, logits.dtype)
+        self.plain = False
+        if (logits.ndim == 2 and target.dtype.kind in "iu" and self.weight is None
+                and not label_smoothing):
+            loss = self._forward_plain(x, target, ignore_index)
+            if loss is not None:
+                return loss
         logp = x - _logsumexp_rows(x)
         self.save(logp)
         if target.dtype.kind == "f":
@@ -177,6 +183,42 @@ class CrossEntropy(Function):
             raise TypeError(f"cross_entropy: target must hold class indices (integers) or "
                             f"class probabilities (floats), got {target.dtype}")
         return self._reduce(per_sample)
+
+    def _forward_plain(self, x, target, ignore_index):
+        """The common case in four passes: (N, C) logits with finite row maxima, one
+        class per sample, no weights, smoothing or ignored targets. Keeps ``exp(x - max)``
+        and its row sums; backward is then one pass. None: take the general path."""
+        flat, valid, safe = class_targets(target, self.shape, ignore_index)
+        if x.size == 0 or not valid.all():
+            return None
+        top = x.max(axis=1, keepdims=True)
+        if not xp.isfinite(top).all():
+            return None
+        shifted = xp.subtract(x, top)
+        picked = shifted[xp.arange(len(safe)), safe]
+        exps = xp.exp(shifted, out=shifted)
+        sums = exps.sum(axis=1)
+        per_sample = xp.log(sums)
+        per_sample -= picked
+        self.plain = True
+        self.save(exps, sums, safe)
+        if self.reduction == "none":
+            return per_sample
+        total = per_sample.sum()
+        return total if self.reduction == "sum" else total / per_sample.dtype.type(len(safe))
+
+    def _backward_plain(self, g):
+        """``(softmax - onehot) * scale`` from the kept ``exp(x - max)`` and row sums."""
+        exps, sums, safe = self.saved
+        rows = xp.arange(len(safe))
+        if self.reduction == "none":
+            scale = g
+        else:
+            scale = g / exps.dtype.type(len(safe)) if self.reduction == "mean" else g
+            scale = xp.broadcast_to(scale, sums.shape)
+        grad = exps * (scale / sums)[:, None]
+        grad[rows, safe] -= scale
+        return grad, None
 
     def _check_weight(self, weight: Any, dtype: Any) -> Any:
         if weight is None:
@@ -234,6 +276,8 @@ class CrossEntropy(Function):
             return g / self.denominator
 
     def backward(self, g):
+        if self.plain:
+            return self._backward_plain(g)
         (logp,) = self.saved
         scale = xp.broadcast_to(xp.asarray(self._scale(g), logp.dtype), (logp.shape[0],))
         gx = gt = None

@@ -47,3 +47,57 @@ def test_flatten_with_nothing_to_merge_returns_the_input_as_torch_does():
     assert x.grad.tolist() == [[2.0] * 4] * 3
     merged = y.flatten()
     assert merged is not y and merged.shape == (12,)
+
+
+def cross_entropy_and_grad(logits, target, reduction, **kwargs):
+    x = ember.tensor(logits, dtype=logits.dtype, requires_grad=True)
+    out = ember.nn.functional.cross_entropy(x, ember.tensor(target), reduction=reduction,
+                                            **kwargs)
+    out.backward(ember.ones_like(out) * 0.7 if reduction == "none" else None)
+    return out.array, x.grad.array
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_plain_cross_entropy_equals_the_general_path(monkeypatch, reduction, dtype, scale):
+    from ember.ops.nn import CrossEntropy
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((33, 10)) * scale).astype(dtype)
+    target = rng.integers(0, 10, 33)
+    fast = cross_entropy_and_grad(logits, target, reduction)
+    monkeypatch.setattr(CrossEntropy, "_forward_plain", lambda *args: None)
+    general = cross_entropy_and_grad(logits, target, reduction)
+    rtol = 1e-6 if dtype == np.float32 else 1e-13
+    for a, b in zip(fast, general):
+        assert a.dtype == b.dtype == dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("logits, target, kwargs", [
+    ([[1.0, 2.0, 0.5], [0.0, 1.0, 2.0]], [1, -100], {}),           # an ignored target
+    ([[1.0, 2.0, 0.5], [0.0, 1.0, 2.0]], [1, 2], {"label_smoothing": 0.1}),
+    ([[1.0, 2.0, 0.5], [0.0, 1.0, 2.0]], [1, 2], {"weight": ember.tensor([1.0, 2.0, 3.0],
+                                                                         dtype=ember.float64)}),
+])
+def test_cases_outside_the_plain_path_still_match_torch(logits, target, kwargs):
+    a = np.array(logits, np.float64)
+    mine = cross_entropy_and_grad(a, np.array(target), "mean", **kwargs)
+    x = torch.tensor(a, requires_grad=True)
+    if "weight" in kwargs:
+        kwargs = {"weight": torch.tensor(kwargs["weight"].numpy())}
+    out = torch.nn.functional.cross_entropy(x, torch.tensor(target), **kwargs)
+    out.backward()
+    np.testing.assert_allclose(mine[0], out.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(mine[1], x.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_an_infinite_logit_takes_the_general_path(monkeypatch):
+    from ember.ops.nn import CrossEntropy
+    a = np.array([[1.0, np.inf, 0.0], [0.0, 1.0, 2.0]])
+    with np.errstate(invalid="ignore"):
+        fast = cross_entropy_and_grad(a, np.array([1, 2]), "sum")
+        monkeypatch.setattr(CrossEntropy, "_forward_plain", lambda *args: None)
+        general = cross_entropy_and_grad(a, np.array([1, 2]), "sum")
+    for x, y in zip(fast, general):
+        np.testing.assert_array_equal(x, y)
