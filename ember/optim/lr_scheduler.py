@@ -144,6 +144,12 @@ class _LambdaState:
     plain functions and lambdas are not saved (None); callable objects save their
     ``__dict__``."""
 
+    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float] | list,
+                 last_epoch: int = -1) -> None:
+        self.optimizer = optimizer
+        self._set_lambdas(optimizer, lr_lambda)
+        super().__init__(optimizer, last_epoch)
+
     def _set_lambdas(self, optimizer: Optimizer, lr_lambda: Any) -> None:
         if isinstance(lr_lambda, (list, tuple)):
             if len(lr_lambda) != len(optimizer.param_groups):
@@ -182,12 +188,6 @@ class LambdaLR(_LambdaState, LRScheduler):
     [0.025]
     """
 
-    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float] | list,
-                 last_epoch: int = -1) -> None:
-        self.optimizer = optimizer
-        self._set_lambdas(optimizer, lr_lambda)
-        super().__init__(optimizer, last_epoch)
-
     def get_lr(self) -> list[float]:
         self._warn_if_outside_step()
         return [base_lr * fn(self.last_epoch)
@@ -204,12 +204,6 @@ class MultiplicativeLR(_LambdaState, LRScheduler):
     >>> sched.get_last_lr()
     [0.025]
     """
-
-    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float] | list,
-                 last_epoch: int = -1) -> None:
-        self.optimizer = optimizer
-        self._set_lambdas(optimizer, lr_lambda)
-        super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         self._warn_if_outside_step()
