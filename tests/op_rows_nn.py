@@ -109,6 +109,14 @@ ROWS = [
            lambda i, w: TF.embedding(i, w, padding_idx=5),
            lambda i, w: F.embedding(i, w, padding_idx=-1), gen=indices_and_table,
            gradcheck=False),
+    # ------------------------------------------------------------ batch norm (training)
+    OpCase("batch_norm_train", [((4, 3, 5, 5), (3,), (3,)), ((6, 4), (4,), (4,)),
+                                ((3, 2, 7), (2,), (2,))],
+           lambda x, w, b: TF.batch_norm(x, None, None, w, b, training=True),
+           lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True)),
+    OpCase("batch_norm_train", [((5, 3, 2, 2),)],
+           lambda x: TF.batch_norm(x, None, None, training=True, eps=1e-3),
+           lambda x: F.batch_norm(x, None, None, training=True, eps=1e-3)),
     # ------------------------------------------------------------ standardize
     OpCase("standardize", [((4, 5),), ((2, 3, 6),)],
            lambda x: TF.layer_norm(x, x.shape[-1:]), lambda x: F.standardize(x, -1)),

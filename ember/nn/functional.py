@@ -108,18 +108,6 @@ def _channel_shape(input: Tensor) -> tuple:  # noqa: A002
     return (1, input.shape[1]) + (1,) * (input.ndim - 2)
 
 
-def _update_running_stats(input: Tensor, axes: tuple, running_mean: Tensor,  # noqa: A002
-                          running_var: Tensor, momentum: float) -> None:
-    """running = (1 - momentum) running + momentum batch, with the UNBIASED batch variance."""
-    array = input.array
-    n = array.size // array.shape[1]
-    mean = array.mean(axis=axes)
-    var = array.var(axis=axes) * (n / (n - 1))
-    with no_grad():
-        running_mean.mul_(1 - momentum).add_(mean * momentum)
-        running_var.mul_(1 - momentum).add_(var * momentum)
-
-
 def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,  # noqa: A002
                weight: Tensor | None = None, bias: Tensor | None = None,
                training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
@@ -131,22 +119,25 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     """
     if input.ndim < 2:
         raise ValueError(f"batch_norm: expected input of shape (N, C, ...), got {input.shape}")
-    axes = (0,) + tuple(range(2, input.ndim))
     shape = _channel_shape(input)
     if training:
         if input.array.size // input.shape[1] == 1:
             raise ValueError("Expected more than 1 value per channel when training, got input "
                              f"size {input.shape}")
-        out = FUNCTIONS["standardize"](input, axes, eps)
+        running = None
         if running_mean is not None and running_var is not None:
-            _update_running_stats(input, axes, running_mean, running_var, momentum)
-    else:
-        if running_mean is None or running_var is None:
-            raise ValueError("batch_norm: running_mean and running_var are needed when not "
-                             "training")
-        inv_std = 1.0 / xp.sqrt(running_var.array + eps)
-        out = (input - _constant(running_mean.array.reshape(shape))) * _constant(
-            inv_std.reshape(shape))
+            running = (running_mean.array, running_var.array, momentum)
+        channels = input.shape[1]
+        return FUNCTIONS["batch_norm_train"](
+            input, weight if weight is not None else _constant(xp.ones(channels, input.dtype)),
+            bias if bias is not None else _constant(xp.zeros(channels, input.dtype)),
+            eps=eps, running=running)
+    if running_mean is None or running_var is None:
+        raise ValueError("batch_norm: running_mean and running_var are needed when not "
+                         "training")
+    inv_std = 1.0 / xp.sqrt(running_var.array + eps)
+    out = (input - _constant(running_mean.array.reshape(shape))) * _constant(
+        inv_std.reshape(shape))
     return _affine(out, weight, bias, shape)
 
 

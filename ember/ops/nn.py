@@ -562,3 +562,80 @@ class Standardize(Function):
                           self.axes, 18, keepdims=1)
         std = g.node("Sqrt", [g.node("Add", [var, g.scalar(eps, x)])])
         g.node("Div", [centred, std], output)
+
+
+# ---------------------------------------------------------------- batch norm (training)
+def channel_sum(a: Any, b: Any = None) -> Any:
+    """Per-channel (dim 1) sum of ``a`` or of ``a * b``, with no temporary: einsum runs
+    ~3x faster than ``sum(axis=(0, 2, 3))`` on NCHW arrays."""
+    letters = "abcdefghijklmnopqrstuvwxyz"[:a.ndim]
+    term = f"{letters},{letters}" if b is not None else letters
+    return xp.einsum(f"{term}->b", *((a,) if b is None else (a, b)))
+
+
+@register("batch_norm_train", method=False)
+class BatchNorm(Function):
+    """Training-mode batch norm in one op: per channel (dim 1), ``y = (x - mean) *
+    rstd * w + b`` with the batch's mean and ``rstd = 1 / sqrt(var + eps)`` (biased var).
+
+    One op rather than ``standardize(x) * w + b`` because the composed form keeps three
+    full-size intermediates alive for backward and makes about twice the passes over
+    memory; this one saves nothing but per-channel vectors (``x`` is its input, alive
+    anyway). ``running=(mean, var, momentum)`` arrays are moved towards the batch
+    statistics in place, as torch's kernel does. Backward, with ``n`` values per
+    channel and ``xh = (x - mean) * rstd``: ``gb = sum(g)``, ``gw = sum(g * xh)``,
+    ``gx = rstd * w * (g - gb / n - xh * gw / n)``.
+    """
+
+    arity = 3
+
+    def forward(self, x, weight, bias, *, eps=1e-5, running=None):
+        n, shape = x.size // x.shape[1], (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        mean = channel_sum(x) / n
+        centred = x - mean.reshape(shape)
+        var = channel_sum(centred, centred) / n
+        rstd = 1.0 / xp.sqrt(var + eps)
+        if running is not None:
+            update_running_stats(running, mean, var * (n / max(n - 1, 1)))
+        self.save(x, mean, rstd, weight)
+        centred *= (rstd * weight).reshape(shape)
+        centred += bias.reshape(shape)
+        return centred
+
+    def backward(self, g):
+        x, mean, rstd, weight = self.saved
+        n, shape = x.size // x.shape[1], (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        centred = x - mean.reshape(shape)
+        g_sum = channel_sum(g)
+        gw = channel_sum(g, centred) * rstd  # sum(g * xh)
+        gx = None
+        if self.needs_input_grad[0]:
+            scale = rstd * weight
+            gx = xp.multiply(g, scale.reshape(shape))
+            centred *= (scale * rstd * gw / n).reshape(shape)
+            centred += (scale * g_sum / n).reshape(shape)
+            gx -= centred
+        return gx, gw, g_sum
+
+    def to_onnx(self, g, inputs, output):
+        x, weight, bias = inputs
+        eps, channels = float(g.args(self)["eps"]), g.shape(x)[1]
+        axes = [0] + list(range(2, len(g.shape(x))))
+        target = g.ints([1, channels] + [1] * (len(axes) - 1))
+        mean = g.axes_node("ReduceMean", [x], g.fresh("mean"), axes, 18, keepdims=1)
+        centred = g.node("Sub", [x, mean])
+        var = g.axes_node("ReduceMean", [g.node("Mul", [centred, centred])], g.fresh("var"),
+                          axes, 18, keepdims=1)
+        std = g.node("Sqrt", [g.node("Add", [var, g.scalar(eps, x)])])
+        scaled = g.node("Mul", [g.node("Div", [centred, std]),
+                                g.node("Reshape", [weight, target])])
+        g.node("Add", [scaled, g.node("Reshape", [bias, target])], output)
+
+
+def update_running_stats(running: tuple, mean: Any, unbiased_var: Any) -> None:
+    """``running = (1 - momentum) * running + momentum * batch``, in place."""
+    running_mean, running_var, momentum = running
+    running_mean *= 1 - momentum
+    running_mean += mean * momentum
+    running_var *= 1 - momentum
+    running_var += unbiased_var * momentum
