@@ -101,3 +101,35 @@ def test_an_infinite_logit_takes_the_general_path(monkeypatch):
         general = cross_entropy_and_grad(a, np.array([1, 2]), "sum")
     for x, y in zip(fast, general):
         np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (5, 3, 4, 4)])
+def test_fused_batch_norm_equals_the_composed_form(shape):
+    """batch_norm_train (one op) against standardize(x) * w + b, forward and backward,
+    and its in-place running statistics against torch's."""
+    rng = np.random.default_rng(1)
+    data, g = rng.normal(2.0, 3.0, shape), rng.standard_normal(shape)
+    w, b = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    axes = (0,) + tuple(range(2, len(shape)))
+    view = (1, shape[1]) + (1,) * (len(shape) - 2)
+    results = []
+    for fused in (True, False):
+        x, wt, bt = (ember.tensor(a, dtype=ember.float64, requires_grad=True)
+                     for a in (data, w, b))
+        if fused:
+            out = ember.nn.functional.batch_norm(x, None, None, wt, bt, training=True)
+        else:
+            out = ember.nn.functional.standardize(x, axes) * wt.reshape(*view) + bt.reshape(*view)
+        out.backward(ember.tensor(g, dtype=ember.float64))
+        results.append([out.array, x.grad.array, wt.grad.array, bt.grad.array])
+    for fused, plain in zip(*results):
+        np.testing.assert_allclose(fused, plain, rtol=1e-10, atol=1e-12)
+    running = [ember.zeros(shape[1], dtype=ember.float64),
+               ember.ones(shape[1], dtype=ember.float64)]
+    ember.nn.functional.batch_norm(ember.tensor(data, dtype=ember.float64), *running,
+                                   training=True, momentum=0.3)
+    expected = [torch.zeros(shape[1], dtype=torch.float64),
+                torch.ones(shape[1], dtype=torch.float64)]
+    torch.nn.functional.batch_norm(torch.tensor(data), *expected, training=True, momentum=0.3)
+    for mine, theirs in zip(running, expected):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-12)
