@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from ember import parallel
 from ember.autograd import FUNCTIONS, Function, register, register_composed
 from ember.backend import xp
 from ember.tensor import Tensor
@@ -202,9 +203,30 @@ def padded_flat(x: Any, win: Window, fill: float = 0.0) -> Any:
     buf = xp.empty(size + slack, x.dtype)
     img = buf[:size].reshape(n, c, win.hp, win.wp)
     fill_border(img, win, fill)
-    img[:, :, win.top:win.top + h, win.left:win.left + w] = x
+    copy(img[:, :, win.top:win.top + h, win.left:win.left + w], x)
     buf[size:] = fill
     return buf
+
+
+def copy(dst: Any, src: Any) -> None:
+    """``dst[...] = src``, shared between threads when big (ember.parallel)."""
+    parallel.rows(xp.copyto, dst, src)
+
+
+def _add_into(dst: Any, src: Any) -> None:
+    xp.add(dst, src, out=dst)
+
+
+def add_into(dst: Any, src: Any) -> None:
+    """``dst += src`` in place, shared between threads when big."""
+    parallel.rows(_add_into, dst, src)
+
+
+def interior(img: Any, win: Window) -> Any:
+    """The unpadded part of a padded (n, c, hp, wp) image, as a new contiguous array."""
+    out = xp.empty((win.n, win.c, win.h, win.w), img.dtype)
+    copy(out, img[:, :, win.top:win.top + win.h, win.left:win.left + win.w])
+    return out
 
 
 def fill_border(img: Any, win: Window, fill: float) -> None:
@@ -228,7 +250,9 @@ def to_columns(x: Any, win: Window) -> Any:
     shape = (win.c, win.kh, win.kw, win.n, win.oh, win.wq)
     taps = xp.lib.stride_tricks.as_strided(buf, shape, tap_strides(win, buf.itemsize),
                                            writeable=False)
-    return taps.reshape(win.c * win.kh * win.kw, win.m)  # the one copy
+    cols = xp.empty(shape, x.dtype)
+    copy(cols, taps)  # the one copy
+    return cols.reshape(win.c * win.kh * win.kw, win.m)
 
 
 def from_columns(cols: Any, win: Window) -> Any:
@@ -243,11 +267,9 @@ def from_columns(cols: Any, win: Window) -> Any:
             start = i * win.dh * win.wp + j * win.dw
             target = xp.lib.stride_tricks.as_strided(
                 buf[start:], (win.n, win.c, win.oh, win.wq), target_strides)
-            xp.add(target, taps[:, i, j].transpose(1, 0, 2, 3), out=target)
+            add_into(target, taps[:, i, j].transpose(1, 0, 2, 3))
     img = buf[:size].reshape(win.n, win.c, win.hp, win.wp)
-    if not win.padded:
-        return img
-    return xp.ascontiguousarray(img[:, :, win.top:win.top + win.h, win.left:win.left + win.w])
+    return interior(img, win) if win.padded else img
 
 
 def to_wide(y: Any, win: Window) -> Any:
@@ -256,7 +278,7 @@ def to_wide(y: Any, win: Window) -> Any:
     out = xp.empty((channels, n, oh, win.wq), y.dtype)
     if win.wq > ow:
         out[..., ow:] = 0
-    out[..., :ow] = y.transpose(1, 0, 2, 3)
+    copy(out[..., :ow], y.transpose(1, 0, 2, 3))
     return out.reshape(channels, win.m)
 
 
@@ -266,10 +288,14 @@ def from_wide(y: Any, win: Window, bias: Any = None) -> Any:
     view = y.reshape(channels, win.n, win.oh, win.wq).transpose(1, 0, 2, 3)[..., :win.ow]
     out = xp.empty((win.n, channels, win.oh, win.ow), y.dtype)
     if bias is None:
-        xp.copyto(out, view)
+        copy(out, view)
     else:
-        xp.add(view, bias.reshape(channels, 1, 1), out=out)
+        parallel.rows(_add_to, out, view, bias.reshape(channels, 1, 1))
     return out
+
+
+def _add_to(out: Any, a: Any, b: Any) -> None:
+    xp.add(a, b, out=out)
 
 
 def channel_sums(g: Any) -> Any:
@@ -325,10 +351,11 @@ def sample_columns(x: Any, win: Window) -> Any:
     """im2col per sample: (n, c, h, w) -> (n, c*kh*kw, oh*ow)."""
     buf = padded_flat(x, win)
     c, kh, kw, n, oh, ow = tap_strides(win, buf.itemsize)
-    taps = xp.lib.stride_tricks.as_strided(
-        buf, (win.n, win.c, win.kh, win.kw, win.oh, win.ow), (n, c, kh, kw, oh, ow),
-        writeable=False)
-    return taps.reshape(win.n, win.c * win.kh * win.kw, win.oh * win.ow)  # the one copy
+    shape = (win.n, win.c, win.kh, win.kw, win.oh, win.ow)
+    taps = xp.lib.stride_tricks.as_strided(buf, shape, (n, c, kh, kw, oh, ow), writeable=False)
+    cols = xp.empty(shape, x.dtype)
+    copy(cols, taps)  # the one copy
+    return cols.reshape(win.n, win.c * win.kh * win.kw, win.oh * win.ow)
 
 
 def sample_from_columns(cols: Any, win: Window) -> Any:
@@ -345,11 +372,9 @@ def sample_from_columns(cols: Any, win: Window) -> Any:
             start = i * win.dh * win.wp + j * win.dw
             target = xp.lib.stride_tricks.as_strided(
                 buf[start:], (win.n, win.c, win.oh, wq), (n, c, oh, step))
-            xp.add(target, taps[:, :, i, j], out=target)
+            add_into(target, taps[:, :, i, j])
     img = buf[:size].reshape(win.n, win.c, win.hp, win.wp)
-    if not win.padded:
-        return img
-    return xp.ascontiguousarray(img[:, :, win.top:win.top + win.h, win.left:win.left + win.w])
+    return interior(img, win) if win.padded else img
 
 
 def widened(g: Any, win: Window) -> Any:
@@ -359,7 +384,7 @@ def widened(g: Any, win: Window) -> Any:
         return g.reshape(n, channels, oh * ow)
     out = xp.empty((n, channels, oh, win.wq), g.dtype)
     out[..., ow:] = 0
-    out[..., :ow] = g
+    copy(out[..., :ow], g)
     return out.reshape(n, channels, oh * win.wq)
 
 

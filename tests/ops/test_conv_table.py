@@ -438,3 +438,35 @@ def test_empty_batch(op, args, kwargs):
     assert tuple(out.shape) == tuple(expected.shape)
     out.sum().backward()
     assert xt.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("sample_layout", [True, False])
+def test_threaded_copies_equal_the_single_threaded_path(monkeypatch, sample_layout):
+    """ember.parallel splits im2col, col2im and layout copies by rows; every result of
+    conv2d and conv_transpose2d must be bit-identical to the one-thread path."""
+    from ember import blas, parallel
+    from ember.ops import conv
+    rng = np.random.default_rng(8)
+    x, w, b = rng.standard_normal((5, 4, 9, 8)), rng.standard_normal((6, 4, 3, 3)), \
+        rng.standard_normal(6)
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", sample_layout)
+
+    def run():
+        results = []
+        for fn, kwargs in ((F.conv2d, dict(padding=1)), (F.conv2d, dict(stride=2)),
+                           (F.conv_transpose2d, dict(stride=2, padding=1))):
+            weight = w if fn is F.conv2d else w.transpose(1, 0, 2, 3)[:, :4]
+            ts = [ember.tensor(a, dtype=ember.float64, requires_grad=True)
+                  for a in (x, weight, b[:weight.shape[0 if fn is F.conv2d else 1]])]
+            out = fn(*ts, **kwargs)
+            out.backward(ember.tensor(np.sin(np.arange(out.numel())).reshape(out.shape),
+                                      dtype=ember.float64))
+            results += [out.array] + [t.grad.array for t in ts]
+        return results
+
+    single = run()
+    monkeypatch.setattr(parallel, "MIN_BYTES", 0)
+    monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
+    threaded = run()
+    for a, b_ in zip(single, threaded):
+        np.testing.assert_array_equal(a, b_)

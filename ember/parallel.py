@@ -1,0 +1,84 @@
+"""Share big memory-bound NumPy work (copies, elementwise passes) between threads.
+
+NumPy runs each copy or ufunc call on one core, and only BLAS uses the others.
+In a convolution network the copies (im2col, col2im, layout changes) and the
+elementwise passes (batch norm, ReLU) then leave a core idle for a third of a
+training step. NumPy releases the GIL inside those loops, so slicing one big call
+along its first axis and running the slices on a few threads uses every core.
+
+``rows(fn, *arrays)`` calls ``fn`` on matching axis-0 slices of the arrays, on the
+calling thread plus pool threads. Only arrays of the first one's rank and length
+are sliced; anything else (a broadcast bias, a scalar, None) passes through whole.
+Work below ``MIN_BYTES`` runs as one plain call: a hand-off costs ~20 us.
+
+The thread count follows ``ember.blas.get_num_threads()`` (so ``EMBER_NUM_THREADS``
+and ``ember.blas.set_num_threads`` govern both) and is 1 when the BLAS pool is
+not found; ``set_enabled(False)`` turns the splitting off (the tests compare both).
+
+>>> out = np.empty((1000, 1000), np.float32)
+>>> ember.parallel.rows(np.copyto, out, np.ones((1000, 1000), np.float32))
+>>> float(out.sum())
+1000000.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ember import blas
+
+__all__ = ["rows", "set_enabled", "MIN_BYTES"]
+
+MIN_BYTES = 1 << 21  # 2 MiB: smaller calls finish in about the time a hand-off takes
+_enabled = True
+_executor: ThreadPoolExecutor | None = None
+
+
+def set_enabled(enabled: bool) -> bool:
+    """Turn splitting on or off; returns the previous setting."""
+    global _enabled
+    previous, _enabled = _enabled, bool(enabled)
+    return previous
+
+
+def _threads(first: Any) -> int:
+    if not _enabled or first.nbytes < MIN_BYTES or first.ndim == 0:
+        return 1
+    return max(1, min(blas.get_num_threads(), first.shape[0]))
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None or _executor._max_workers < threads - 1:
+        _executor = ThreadPoolExecutor(threads - 1, thread_name_prefix="ember-parallel")
+    return _executor
+
+
+def _slicer(first: Any) -> Callable[[Any, int, int], Any]:
+    ndim, n = first.ndim, first.shape[0]
+
+    def cut(a: Any, start: int, stop: int) -> Any:
+        if getattr(a, "ndim", 0) == ndim and a.shape[0] == n:
+            return a[start:stop]
+        return a  # broadcast against the rows, not split
+    return cut
+
+
+def rows(fn: Callable[..., Any], *arrays: Any) -> None:
+    """``fn(*arrays)``, run as ``fn(*[a[i:j] for a in arrays])`` on row blocks in parallel
+    when the first array is big. ``fn``'s result is dropped: it must write in place."""
+    first = arrays[0]
+    threads = _threads(first)
+    if threads == 1:
+        fn(*arrays)
+        return
+    n = first.shape[0]
+    bounds = [n * i // threads for i in range(threads + 1)]
+    cut = _slicer(first)
+    blocks = [[cut(a, bounds[i], bounds[i + 1]) for a in arrays] for i in range(threads)]
+    futures = [_pool(threads).submit(fn, *block) for block in blocks[1:]]
+    fn(*blocks[0])
+    for future in futures:
+        future.result()

@@ -1,0 +1,57 @@
+"""ember.parallel: big copies and elementwise passes split between threads."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from ember import blas, parallel
+
+
+@pytest.fixture
+def three_threads(monkeypatch):
+    """Split everything, into three uneven blocks, whatever this machine's BLAS pool."""
+    monkeypatch.setattr(parallel, "MIN_BYTES", 0)
+    monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
+
+
+def test_rows_splits_matching_arrays_and_broadcasts_the_rest(three_threads):
+    a = np.arange(7 * 4, dtype=np.float64).reshape(7, 4)
+    bias = np.array([1.0, 2.0, 3.0, 4.0])  # lower rank: broadcast, not sliced
+    row = np.full((1, 4), 10.0)            # length 1: broadcast, not sliced
+    out = np.empty_like(a)
+    seen = []
+
+    def add(o, x, b, r):
+        seen.append((threading.current_thread().name, o.shape[0]))
+        np.add(x, b + r, out=o)
+
+    parallel.rows(add, out, a, bias, row)
+    np.testing.assert_array_equal(out, a + bias + row)
+    assert sorted(n for _, n in seen) == [2, 2, 3]  # 7 rows in three blocks
+    names = {name for name, _ in seen}  # the caller takes a block, the pool the rest
+    assert threading.current_thread().name in names and len(names) >= 2
+
+
+def test_small_work_or_disabled_runs_one_plain_call(monkeypatch):
+    calls = []
+    parallel.rows(lambda o: calls.append(o.shape), np.empty((8, 8)))
+    monkeypatch.setattr(parallel, "MIN_BYTES", 0)
+    monkeypatch.setattr(blas, "get_num_threads", lambda: 2)
+    previous = parallel.set_enabled(False)
+    try:
+        parallel.rows(lambda o: calls.append(o.shape), np.empty((8, 8)))
+    finally:
+        parallel.set_enabled(previous)
+    assert calls == [(8, 8), (8, 8)]
+
+
+def test_errors_in_a_worker_reach_the_caller(three_threads):
+    def fail(o):
+        if o.shape[0] == 3:  # the last block runs on a pool thread
+            raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        parallel.rows(fail, np.empty((7, 2)))
