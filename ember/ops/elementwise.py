@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from ember import parallel
 from ember.autograd import Function, register, register_composed
 from ember.backend import xp
 from ember.tensor import Tensor
@@ -189,15 +190,26 @@ class Sigmoid(Function):
         g.node("Sigmoid", inputs, output)
 
 
+def _relu_into(out, a):
+    xp.maximum(a, 0, out=out)
+
+
+def _relu_grad_into(grad, g, out):
+    xp.multiply(g, out > 0, out=grad)
+
+
 @register("relu")
 class Relu(Function):
     def forward(self, a):
-        out = xp.maximum(a, 0)
+        out = xp.empty_like(a)
+        parallel.rows(_relu_into, out, a)  # threads share big arrays (ember.parallel)
         self.save(out)
         return out
 
     def backward(self, g):  # 1 where a > 0, else 0 (0 at 0, as in torch)
-        return g * (self.saved[0] > 0)
+        grad = xp.empty_like(g)
+        parallel.rows(_relu_grad_into, grad, g, self.saved[0])
+        return grad
 
     def to_onnx(self, g, inputs, output):
         g.node("Relu", inputs, output)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from ember import parallel
 from ember.autograd import FUNCTIONS, Function, register, unbroadcast
 from ember.backend import xp
 from ember.blas import matmul
@@ -592,29 +593,30 @@ class BatchNorm(Function):
     def forward(self, x, weight, bias, *, eps=1e-5, running=None):
         n, shape = x.size // x.shape[1], (1, x.shape[1]) + (1,) * (x.ndim - 2)
         mean = channel_sum(x) / n
-        centred = x - mean.reshape(shape)
+        centred = xp.empty_like(x)
+        parallel.rows(_subtract, centred, x, mean.reshape(shape))
         var = channel_sum(centred, centred) / n
         rstd = 1.0 / xp.sqrt(var + eps)
         if running is not None:
             update_running_stats(running, mean, var * (n / max(n - 1, 1)))
         self.save(x, mean, rstd, weight)
-        centred *= (rstd * weight).reshape(shape)
-        centred += bias.reshape(shape)
+        parallel.rows(_scale_shift, centred, (rstd * weight).reshape(shape), bias.reshape(shape))
         return centred
 
     def backward(self, g):
         x, mean, rstd, weight = self.saved
         n, shape = x.size // x.shape[1], (1, x.shape[1]) + (1,) * (x.ndim - 2)
-        centred = x - mean.reshape(shape)
+        centred = xp.empty_like(x)
+        parallel.rows(_subtract, centred, x, mean.reshape(shape))
         g_sum = channel_sum(g)
         gw = channel_sum(g, centred) * rstd  # sum(g * xh)
         gx = None
         if self.needs_input_grad[0]:
             scale = rstd * weight
-            gx = xp.multiply(g, scale.reshape(shape))
-            centred *= (scale * rstd * gw / n).reshape(shape)
-            centred += (scale * g_sum / n).reshape(shape)
-            gx -= centred
+            gx = xp.empty_like(g)
+            parallel.rows(_batch_norm_input_grad, gx, g, centred, scale.reshape(shape),
+                          (scale * rstd * gw / n).reshape(shape),
+                          (scale * g_sum / n).reshape(shape))
         return gx, gw, g_sum
 
     def to_onnx(self, g, inputs, output):
@@ -630,6 +632,24 @@ class BatchNorm(Function):
         scaled = g.node("Mul", [g.node("Div", [centred, std]),
                                 g.node("Reshape", [weight, target])])
         g.node("Add", [scaled, g.node("Reshape", [bias, target])], output)
+
+
+def _subtract(out: Any, a: Any, b: Any) -> None:
+    xp.subtract(a, b, out=out)
+
+
+def _scale_shift(x: Any, scale: Any, shift: Any) -> None:
+    x *= scale
+    x += shift
+
+
+def _batch_norm_input_grad(gx: Any, g: Any, centred: Any, scale: Any, per_centred: Any,
+                           per_channel: Any) -> None:
+    """``gx = g * scale - (centred * per_centred + per_channel)``; overwrites ``centred``."""
+    xp.multiply(g, scale, out=gx)
+    centred *= per_centred
+    centred += per_channel
+    gx -= centred
 
 
 def update_running_stats(running: tuple, mean: Any, unbiased_var: Any) -> None:

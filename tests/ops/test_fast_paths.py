@@ -133,3 +133,26 @@ def test_fused_batch_norm_equals_the_composed_form(shape):
     torch.nn.functional.batch_norm(torch.tensor(data), *expected, training=True, momentum=0.3)
     for mine, theirs in zip(running, expected):
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-12)
+
+
+def test_threaded_batch_norm_and_relu_equal_the_one_thread_path(monkeypatch):
+    """ember.parallel splits batch norm's and ReLU's passes by rows: bit-identical results."""
+    from ember import blas, parallel
+    rng = np.random.default_rng(2)
+    data, g = rng.normal(1.0, 2.0, (7, 3, 4, 5)), rng.standard_normal((7, 3, 4, 5))
+    w, b = rng.standard_normal(3), rng.standard_normal(3)
+
+    def run():
+        x, wt, bt = (ember.tensor(a, dtype=ember.float64, requires_grad=True)
+                     for a in (data, w, b))
+        stats = [ember.zeros(3, dtype=ember.float64), ember.ones(3, dtype=ember.float64)]
+        out = ember.nn.functional.batch_norm(x, *stats, wt, bt, training=True).relu()
+        out.backward(ember.tensor(g, dtype=ember.float64))
+        return [out.array, x.grad.array, wt.grad.array, bt.grad.array] + \
+            [s.array for s in stats]
+
+    single = run()
+    monkeypatch.setattr(parallel, "MIN_BYTES", 0)
+    monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
+    for a, b_ in zip(single, run()):
+        np.testing.assert_array_equal(a, b_)
