@@ -20,11 +20,13 @@ height, looping over output positions only (out_h + out_w iterations).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from ember import parallel
 from ember.autograd import FUNCTIONS, Function, register
 from ember.backend import xp
-from ember.ops.conv import Window, fill_border, pair
+from ember.ops.conv import Window, copy, fill_border, interior, pair
 from ember.tensor import Tensor
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
@@ -91,14 +93,12 @@ def padded_image(x: Any, win: Window, fill: float) -> Any:
         return x
     img = xp.empty((win.n, win.c, win.hp, win.wp), x.dtype)
     fill_border(img, win, fill)
-    img[:, :, win.top:win.top + win.h, win.left:win.left + win.w] = x
+    copy(img[:, :, win.top:win.top + win.h, win.left:win.left + win.w], x)
     return img
 
 
 def unpadded(img: Any, win: Window) -> Any:
-    if not win.padded:
-        return img
-    return xp.ascontiguousarray(img[:, :, win.top:win.top + win.h, win.left:win.left + win.w])
+    return interior(img, win) if win.padded else img
 
 
 def offsets(win: Window) -> list:
@@ -116,10 +116,18 @@ def spread(g: Any, win: Window, which: Any = None) -> Any:
     ``which`` names that offset, for max pooling). Disjoint windows assign, others add.
 
     The masked share is formed in a contiguous buffer first: arithmetic on the strided
-    offset views is several times slower than one strided copy."""
+    offset views is several times slower than one strided copy. Big batches are split
+    between threads by samples (ember.parallel)."""
     assign = FAST_PATHS and disjoint(win)
-    tiled = assign and tiles(win)  # every element is written: no zero fill needed
-    img = (xp.empty if tiled else xp.zeros)((win.n, win.c, win.hp, win.wp), g.dtype)
+    img = xp.empty((win.n, win.c, win.hp, win.wp), g.dtype)
+    parallel.rows(functools.partial(_spread_into, win=win, assign=assign), img, g, which)
+    return unpadded(img, win)
+
+
+def _spread_into(img: Any, g: Any, which: Any, win: Window, assign: bool) -> None:
+    """``spread`` for a block of samples, into ``img``."""
+    if not (assign and tiles(win)):  # unless every element is written, start from zero
+        img[...] = 0
     share = g if which is None else xp.empty_like(g)
     for o, (i, j) in enumerate(offsets(win)):
         view = offset_view(img, win, i, j)
@@ -130,7 +138,6 @@ def spread(g: Any, win: Window, which: Any = None) -> Any:
             view[...] = share
         else:
             view += share
-    return unpadded(img, win)
 
 
 # ---------------------------------------------------------------- max pool
@@ -140,11 +147,19 @@ def max_offsets(img: Any, win: Window) -> tuple:
 
     Offsets are scanned in increasing order, so the winning offset is the largest one
     that beat the running maximum: ``which = max(which, o * better)``, two cheap
-    integer passes instead of a masked copy."""
-    taps = offsets(win)
-    best = offset_view(img, win, 0, 0).copy()
-    index_type = xp.uint8 if len(taps) < 256 else xp.int32
-    which = xp.zeros(best.shape, index_type)
+    integer passes instead of a masked copy. Big batches are split between threads."""
+    shape = (win.n, win.c, win.oh, win.ow)
+    best = xp.empty(shape, img.dtype)
+    which = xp.empty(shape, xp.uint8 if win.kh * win.kw < 256 else xp.int32)
+    parallel.rows(functools.partial(_max_offsets_into, win=win), best, which, img)
+    return best, which
+
+
+def _max_offsets_into(best: Any, which: Any, img: Any, win: Window) -> None:
+    """``max_offsets`` for a block of samples, into ``best`` and ``which``."""
+    taps, index_type = offsets(win), which.dtype.type
+    xp.copyto(best, offset_view(img, win, 0, 0))
+    which[...] = 0
     better = xp.empty(best.shape, bool)
     step = xp.empty(best.shape, index_type)
     tap = xp.empty_like(best)  # contiguous copy: comparisons on strided views are slow
@@ -157,7 +172,6 @@ def max_offsets(img: Any, win: Window) -> tuple:
     if xp.isnan(best).any():
         for o, (i, j) in enumerate(taps):
             xp.copyto(which, o, where=xp.isnan(offset_view(img, win, i, j)))
-    return best, which
 
 
 def flat_indices(which: Any, win: Window) -> Any:

@@ -442,8 +442,8 @@ def test_empty_batch(op, args, kwargs):
 
 @pytest.mark.parametrize("sample_layout", [True, False])
 def test_threaded_copies_equal_the_single_threaded_path(monkeypatch, sample_layout):
-    """ember.parallel splits im2col, col2im and layout copies by rows; every result of
-    conv2d and conv_transpose2d must be bit-identical to the one-thread path."""
+    """ember.parallel splits im2col, col2im, layout copies and pooling by rows; every
+    result of conv2d, conv_transpose2d and the pools must be bit-identical to one thread."""
     from ember import blas, parallel
     from ember.ops import conv
     rng = np.random.default_rng(8)
@@ -462,6 +462,15 @@ def test_threaded_copies_equal_the_single_threaded_path(monkeypatch, sample_layo
             out.backward(ember.tensor(np.sin(np.arange(out.numel())).reshape(out.shape),
                                       dtype=ember.float64))
             results += [out.array] + [t.grad.array for t in ts]
+        for pool, kwargs in ((F.max_pool2d, dict(kernel_size=2)),
+                             (F.max_pool2d, dict(kernel_size=3, stride=2, padding=1,
+                                                 ceil_mode=True)),
+                             (F.avg_pool2d, dict(kernel_size=3, stride=2, padding=1))):
+            xt = ember.tensor(x, dtype=ember.float64, requires_grad=True)
+            out = pool(xt, **kwargs)
+            out.backward(ember.tensor(np.cos(np.arange(out.numel())).reshape(out.shape),
+                                      dtype=ember.float64))
+            results += [out.array, xt.grad.array]
         return results
 
     single = run()
