@@ -7,7 +7,8 @@ training step. NumPy releases the GIL inside those loops, so slicing one big cal
 along its first axis and running the slices on a few threads uses every core.
 
 ``rows(fn, *arrays)`` calls ``fn`` on matching axis-0 slices of the arrays, on the
-calling thread plus pool threads. Only arrays of the first one's rank and length
+calling thread plus pool threads; ``map_rows`` also returns each block's result
+(partial sums, say). Only arrays of the first one's rank and length
 are sliced; anything else (a broadcast bias, a scalar, None) passes through whole.
 Work below ``MIN_BYTES`` runs as one plain call: a hand-off costs ~20 us.
 
@@ -29,7 +30,7 @@ from typing import Any
 
 from ember import blas
 
-__all__ = ["rows", "set_enabled", "MIN_BYTES"]
+__all__ = ["rows", "map_rows", "set_enabled", "MIN_BYTES"]
 
 MIN_BYTES = 1 << 21  # 2 MiB: smaller calls finish in about the time a hand-off takes
 _enabled = True
@@ -66,19 +67,23 @@ def _slicer(first: Any) -> Callable[[Any, int, int], Any]:
     return cut
 
 
-def rows(fn: Callable[..., Any], *arrays: Any) -> None:
-    """``fn(*arrays)``, run as ``fn(*[a[i:j] for a in arrays])`` on row blocks in parallel
-    when the first array is big. ``fn``'s result is dropped: it must write in place."""
+def map_rows(fn: Callable[..., Any], *arrays: Any) -> list:
+    """``[fn(*[a[i:j] for a in arrays]) for each row block]``, the blocks run in parallel
+    when the first array is big; ``[fn(*arrays)]`` when it is not."""
     first = arrays[0]
     threads = _threads(first)
     if threads == 1:
-        fn(*arrays)
-        return
+        return [fn(*arrays)]
     n = first.shape[0]
     bounds = [n * i // threads for i in range(threads + 1)]
     cut = _slicer(first)
     blocks = [[cut(a, bounds[i], bounds[i + 1]) for a in arrays] for i in range(threads)]
     futures = [_pool(threads).submit(fn, *block) for block in blocks[1:]]
-    fn(*blocks[0])
-    for future in futures:
-        future.result()
+    results = [fn(*blocks[0])]
+    return results + [future.result() for future in futures]
+
+
+def rows(fn: Callable[..., Any], *arrays: Any) -> None:
+    """``fn(*arrays)``, run as ``fn(*[a[i:j] for a in arrays])`` on row blocks in parallel
+    when the first array is big. ``fn``'s result is dropped: it must write in place."""
+    map_rows(fn, *arrays)

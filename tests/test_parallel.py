@@ -55,3 +55,13 @@ def test_errors_in_a_worker_reach_the_caller(three_threads):
 
     with pytest.raises(ValueError, match="boom"):
         parallel.rows(fail, np.empty((7, 2)))
+
+
+def test_map_rows_returns_each_blocks_result_in_order(three_threads):
+    a = np.arange(10.0)
+    assert parallel.map_rows(lambda x: x.tolist(), a) == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+    parallel.set_enabled(False)
+    try:
+        assert parallel.map_rows(np.sum, a) == [45.0]
+    finally:
+        parallel.set_enabled(True)

@@ -568,10 +568,17 @@ class Standardize(Function):
 # ---------------------------------------------------------------- batch norm (training)
 def channel_sum(a: Any, b: Any = None) -> Any:
     """Per-channel (dim 1) sum of ``a`` or of ``a * b``, with no temporary: einsum runs
-    ~3x faster than ``sum(axis=(0, 2, 3))`` on NCHW arrays."""
+    ~3x faster than ``sum(axis=(0, 2, 3))`` on NCHW arrays. Big arrays are summed in
+    blocks of samples on several threads, then the partial sums are added."""
+    partials = parallel.map_rows(_channel_sum_block, a, b)
+    return partials[0] if len(partials) == 1 else sum(partials[1:], partials[0])
+
+
+def _channel_sum_block(a: Any, b: Any) -> Any:
     letters = "abcdefghijklmnopqrstuvwxyz"[:a.ndim]
-    term = f"{letters},{letters}" if b is not None else letters
-    return xp.einsum(f"{term}->b", *((a,) if b is None else (a, b)))
+    if b is None:
+        return xp.einsum(f"{letters}->b", a)
+    return xp.einsum(f"{letters},{letters}->b", a, b)
 
 
 @register("batch_norm_train", method=False)

@@ -462,12 +462,12 @@ def test_threaded_copies_equal_the_single_threaded_path(monkeypatch, sample_layo
             out.backward(ember.tensor(np.sin(np.arange(out.numel())).reshape(out.shape),
                                       dtype=ember.float64))
             results += [out.array] + [t.grad.array for t in ts]
-        for pool, kwargs in ((F.max_pool2d, dict(kernel_size=2)),
-                             (F.max_pool2d, dict(kernel_size=3, stride=2, padding=1,
-                                                 ceil_mode=True)),
-                             (F.avg_pool2d, dict(kernel_size=3, stride=2, padding=1))):
+        for pool_fn, kwargs in ((F.max_pool2d, dict(kernel_size=2)),
+                                (F.max_pool2d, dict(kernel_size=3, stride=2, padding=1,
+                                                    ceil_mode=True)),
+                                (F.avg_pool2d, dict(kernel_size=3, stride=2, padding=1))):
             xt = ember.tensor(x, dtype=ember.float64, requires_grad=True)
-            out = pool(xt, **kwargs)
+            out = pool_fn(xt, **kwargs)
             out.backward(ember.tensor(np.cos(np.arange(out.numel())).reshape(out.shape),
                                       dtype=ember.float64))
             results += [out.array, xt.grad.array]

@@ -136,7 +136,8 @@ def test_fused_batch_norm_equals_the_composed_form(shape):
 
 
 def test_threaded_batch_norm_and_relu_equal_the_one_thread_path(monkeypatch):
-    """ember.parallel splits batch norm's and ReLU's passes by rows: bit-identical results."""
+    """ember.parallel splits batch norm's and ReLU's passes by rows; only the order in
+    which per-channel sums are added changes (partial sums per block)."""
     from ember import blas, parallel
     rng = np.random.default_rng(2)
     data, g = rng.normal(1.0, 2.0, (7, 3, 4, 5)), rng.standard_normal((7, 3, 4, 5))
@@ -155,4 +156,4 @@ def test_threaded_batch_norm_and_relu_equal_the_one_thread_path(monkeypatch):
     monkeypatch.setattr(parallel, "MIN_BYTES", 0)
     monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
     for a, b_ in zip(single, run()):
-        np.testing.assert_array_equal(a, b_)
+        np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-13)
