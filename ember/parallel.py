@@ -24,6 +24,7 @@ not found; ``set_enabled(False)`` turns the splitting off (the tests compare bot
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -48,6 +49,16 @@ def _threads(first: Any) -> int:
     if not _enabled or first.nbytes < MIN_BYTES or first.ndim == 0:
         return 1
     return max(1, min(blas.get_num_threads(), first.shape[0]))
+
+
+def _forget_pool() -> None:
+    """A forked child has the pool object but not its threads: start a new one there."""
+    global _executor
+    _executor = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:

@@ -65,3 +65,25 @@ def test_map_rows_returns_each_blocks_result_in_order(three_threads):
         assert parallel.map_rows(np.sum, a) == [45.0]
     finally:
         parallel.set_enabled(True)
+
+
+def test_a_forked_child_gets_a_working_pool(three_threads):
+    import os
+    parallel.rows(np.copyto, np.empty((6, 2)), np.ones((6, 2)))  # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:  # child: a pool whose threads did not survive the fork would hang here
+        out = np.empty((6, 2))
+        parallel.rows(np.copyto, out, np.ones((6, 2)))
+        os._exit(0 if out.sum() == 12 else 1)
+    import signal
+    import time
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("parallel.rows hung in a forked child")
