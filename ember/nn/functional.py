@@ -135,10 +135,14 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     if running_mean is None or running_var is None:
         raise ValueError("batch_norm: running_mean and running_var are needed when not "
                          "training")
-    inv_std = 1.0 / xp.sqrt(running_var.array + eps)
-    out = (input - _constant(running_mean.array.reshape(shape))) * _constant(
-        inv_std.reshape(shape))
-    return _affine(out, weight, bias, shape)
+    # y = x * scale + shift with per-channel scale = w / sqrt(var + eps) and shift =
+    # b - mean * scale: two passes over x, and torch's own order of operations on CPU
+    inv_std = _constant(1.0 / xp.sqrt(running_var.array + eps))
+    scale = inv_std if weight is None else weight * inv_std
+    shift = -_constant(running_mean.array) * scale
+    if bias is not None:
+        shift = bias + shift
+    return input * scale.reshape(*shape) + shift.reshape(*shape)
 
 
 def _affine(out: Tensor, weight: Tensor | None, bias: Tensor | None, shape: Sequence) -> Tensor:
