@@ -190,9 +190,13 @@ class OneHot(Function):
     def forward(self, a, num_classes=-1):
         if a.dtype.kind not in "iu":
             raise TypeError(f"one_hot: expected an integer tensor, got {a.dtype}")
-        if a.size and a.min() < 0:
-            raise ValueError(f"one_hot: class values must be non-negative, got {a.min()}")
-        n = int(a.max()) + 1 if num_classes == -1 and a.size else num_classes
-        if a.size and a.max() >= n:
-            raise ValueError(f"one_hot: class value {a.max()} is out of range for {n} classes")
-        return (a[..., None] == xp.arange(n)).astype(dtypes.int64)
+        low, high = (int(a.min()), int(a.max())) if a.size else (0, -1)
+        if low < 0:
+            raise ValueError(f"one_hot: class values must be non-negative, got {low}")
+        n = high + 1 if num_classes == -1 and a.size else num_classes
+        if a.size and high >= n:
+            raise ValueError(f"one_hot: class value {high} is out of range for {n} classes")
+        width = max(n, 0)
+        out = xp.zeros(a.shape + (width,), dtypes.int64)
+        out.reshape(a.size, width)[xp.arange(a.size), a.reshape(-1)] = 1  # one write per row
+        return out
