@@ -14,12 +14,21 @@ Work below ``MIN_BYTES`` runs as one plain call: a hand-off costs ~20 us.
 
 The thread count follows ``ember.blas.get_num_threads()`` (so ``EMBER_NUM_THREADS``
 and ``ember.blas.set_num_threads`` govern both) and is 1 when the BLAS pool is
-not found; ``set_enabled(False)`` turns the splitting off (the tests compare both).
+not found.
+
+**Off by default.** Each pass alone runs 1.2-1.4x faster on two threads, but a whole
+CIFAR training step ran ~8% *slower* (docs/performance.md, section 8): OpenBLAS's
+worker keeps spinning on the second core after every GEMM, and a copy thread
+competes with it. ``set_enabled(True)`` or ``EMBER_PARALLEL=1`` turns it on, e.g.
+for inference or on machines with cores to spare; the tests check both settings
+give the same results.
 
 >>> out = np.empty((1000, 1000), np.float32)
+>>> previous = ember.parallel.set_enabled(True)
 >>> ember.parallel.rows(np.copyto, out, np.ones((1000, 1000), np.float32))
 >>> float(out.sum())
 1000000.0
+>>> _ = ember.parallel.set_enabled(previous)
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from ember import blas
 __all__ = ["rows", "map_rows", "set_enabled", "MIN_BYTES"]
 
 MIN_BYTES = 1 << 21  # 2 MiB: smaller calls finish in about the time a hand-off takes
-_enabled = True
+_enabled = os.environ.get("EMBER_PARALLEL", "0") == "1"
 _executor: ThreadPoolExecutor | None = None
 
 

@@ -13,6 +13,7 @@ from ember import blas, parallel
 @pytest.fixture
 def three_threads(monkeypatch):
     """Split everything, into three uneven blocks, whatever this machine's BLAS pool."""
+    monkeypatch.setattr(parallel, "_enabled", True)
     monkeypatch.setattr(parallel, "MIN_BYTES", 0)
     monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
 
@@ -36,6 +37,7 @@ def test_rows_splits_matching_arrays_and_broadcasts_the_rest(three_threads):
 
 
 def test_small_work_or_disabled_runs_one_plain_call(monkeypatch):
+    monkeypatch.setattr(parallel, "_enabled", True)
     calls = []
     parallel.rows(lambda o: calls.append(o.shape), np.empty((8, 8)))
     monkeypatch.setattr(parallel, "MIN_BYTES", 0)
@@ -87,3 +89,13 @@ def test_a_forked_child_gets_a_working_pool(three_threads):
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     pytest.fail("parallel.rows hung in a forked child")
+
+
+def test_off_by_default_unless_the_environment_asks(monkeypatch):
+    import importlib
+    monkeypatch.delenv("EMBER_PARALLEL", raising=False)
+    assert importlib.reload(parallel)._enabled is False
+    monkeypatch.setenv("EMBER_PARALLEL", "1")
+    assert importlib.reload(parallel)._enabled is True
+    monkeypatch.delenv("EMBER_PARALLEL")
+    importlib.reload(parallel)

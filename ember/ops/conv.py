@@ -439,16 +439,22 @@ class Conv2d(Function):
         cols = to_columns(x, window)
         w = grouped(weight.reshape(weight.shape[0], -1), groups)
         y = grouped_matmul(w, grouped(cols, groups))
-        self.save(cols, weight)
+        # A stride-1 backward im2cols the output gradient anyway, and those columns give
+        # the weight gradient as well (back_conv_grads): keep the input, alive anyway as
+        # this op's parent, rather than columns kh*kw times its size.
+        self.keeps_input = gradient_as_conv(weight, window)
+        self.save(x if self.keeps_input else cols, weight)
         return from_wide(y.reshape(weight.shape[0], window.m), window, bias)
 
     def backward(self, g):
-        cols, weight = self.saved
+        saved, weight = self.saved
         win, groups, need = self.window, self.groups, self.needs_input_grad
         if self.per_sample:
-            gx, gw = sample_conv_grads(g, cols, weight, win, groups, need)
+            gx, gw = sample_conv_grads(g, saved, weight, win, groups, need)
+        elif self.keeps_input:
+            gx, gw = back_conv_grads(g, saved, weight, win, groups, need)
         else:
-            gx, gw = conv_grads(g, cols, weight, win, groups, need)
+            gx, gw = conv_grads(g, saved, weight, win, groups, need)
         if not self.has_bias:
             return gx, gw
         return gx, gw, (channel_sums(g) if need[2] else None)
@@ -468,6 +474,31 @@ def conv_grads(g: Any, cols: Any, weight: Any, win: Window, groups: int, need: t
     if need[1]:
         gw = long_inner_matmul(grouped(gy, groups), grouped(cols, groups))
         gw = gw.reshape(weight.shape)
+    return gx, gw
+
+
+def back_conv_grads(g: Any, x: Any, weight: Any, win: Window, groups: int,
+                    need: tuple) -> tuple:
+    """Input and weight gradients of a stride-1 convolution from one im2col of the
+    output gradient ``g`` over the backward window (``gradient_window``).
+
+    Its columns hold ``g[n, o, u + top - i*dh, v + left - j*dw]`` in row (o, flipped
+    tap (i, j)) and column (n, u, v) of the input. So ``gx`` is the flipped kernel
+    times them, and ``gW[o, c, i, j] = sum over (n, u, v) of x[n, c, u, v]`` times that
+    same entry: ``x @ columns^T`` with the taps flipped back. The forward's own
+    columns need not be kept.
+    """
+    back = gradient_window(g.shape, win)
+    gcols = grouped(to_columns(g, back), groups)  # (groups, C_out/groups * kh*kw, M)
+    gx = gw = None
+    if need[0]:
+        flipped = grouped(flipped_weight(weight, groups).reshape(win.c, -1), groups)
+        gx = from_wide(grouped_matmul(flipped, gcols).reshape(win.c, back.m), back)
+    if need[1]:
+        c_out, c_in_g, kh, kw = weight.shape
+        per_tap = long_inner_matmul(grouped(to_wide(x, back), groups), gcols)
+        per_tap = per_tap.reshape(groups, c_in_g, c_out // groups, kh, kw)[..., ::-1, ::-1]
+        gw = per_tap.transpose(0, 2, 1, 3, 4).reshape(weight.shape)
     return gx, gw
 
 

@@ -475,7 +475,37 @@ def test_threaded_copies_equal_the_single_threaded_path(monkeypatch, sample_layo
 
     single = run()
     monkeypatch.setattr(parallel, "MIN_BYTES", 0)
+    monkeypatch.setattr(parallel, "_enabled", True)
     monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
     threaded = run()
     for a, b_ in zip(single, threaded):
         np.testing.assert_array_equal(a, b_)
+
+
+@pytest.mark.parametrize("shapes,kwargs", [
+    (((3, 4, 9, 8), (6, 4, 3, 3)), dict(padding=1)),
+    (((2, 6, 10, 9), (6, 3, 3, 3)), dict(padding=1, groups=2)),
+    (((2, 4, 11, 10), (4, 4, 3, 2)), dict(padding="same", dilation=(2, 1))),
+    (((2, 3, 8, 8), (5, 3, 5, 5)), dict(padding=2)),
+    (((2, 3, 8, 7), (4, 3, 3, 3)), dict()),
+])
+def test_weight_gradient_from_the_backward_columns_matches_torch(monkeypatch, shapes, kwargs):
+    """Stride-1 convs in the long layout keep their input, not their columns, and take the
+    weight gradient from the output gradient's columns (back_conv_grads)."""
+    from ember.ops import conv
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    monkeypatch.setattr(conv, "GRAD_CONV_MAX_RATIO", 100.0)
+    rng = np.random.default_rng(9)
+    x, w = (rng.standard_normal(s) for s in shapes)
+    b = rng.standard_normal(w.shape[0])
+    ts = [ember.tensor(a, dtype=ember.float64, requires_grad=True) for a in (x, w, b)]
+    out = F.conv2d(*ts, **kwargs)
+    assert out.grad_fn.keeps_input and out.grad_fn.saved[0] is ts[0].array
+    g = np.cos(np.arange(out.numel())).reshape(out.shape)
+    out.backward(ember.tensor(g, dtype=ember.float64))
+    tt = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    expected = TF.conv2d(*tt, **kwargs)
+    expected.backward(torch.tensor(g))
+    np.testing.assert_allclose(out.array, expected.detach().numpy(), rtol=1e-7, atol=1e-9)
+    for mine, theirs in zip(ts, tt):
+        np.testing.assert_allclose(mine.grad.array, theirs.grad.numpy(), rtol=1e-7, atol=1e-9)

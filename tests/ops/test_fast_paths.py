@@ -154,6 +154,7 @@ def test_threaded_batch_norm_and_relu_equal_the_one_thread_path(monkeypatch):
 
     single = run()
     monkeypatch.setattr(parallel, "MIN_BYTES", 0)
+    monkeypatch.setattr(parallel, "_enabled", True)
     monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
     for a, b_ in zip(single, run()):
         np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-13)
