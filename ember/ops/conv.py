@@ -14,8 +14,10 @@ its weight gradient ``g @ columns^T`` and its input gradient either
 ``from_columns(W^T @ g)`` or, for stride 1 when C_out is not much larger than
 C_in, the convolution of the padded gradient with the flipped kernel, which moves
 less memory (measured 1.3-2x faster on CIFAR-sized layers, 2-3x slower on
-LeNet's 6->16 layer, hence the choice). A transposed convolution is the same
-pieces in the other order. For stride-1 windows the columns are "wide": each output row is computed
+LeNet's 6->16 layer, hence the choice). In that stride-1 case the gradient's
+columns give the weight gradient too, so the forward keeps its input instead of
+its kh*kw times larger columns. A transposed convolution is the same pieces in
+the other order. For stride-1 windows the columns are "wide": each output row is computed
 over the whole padded row, so one kernel offset of one channel is a single
 contiguous run of OH*Wp elements and the im2col copy moves long runs; the few
 extra (garbage) columns are dropped by ``from_wide`` and zero in ``to_wide``.
@@ -422,8 +424,9 @@ def sample_output(y: Any, win: Window, bias: Any = None) -> Any:
 class Conv2d(Function):
     """2-D cross-correlation: ``out = W @ im2col(x) + b``, one matrix product per group.
 
-    Backward: ``gW = g @ cols^T``, ``gb = sum(g)``, and ``gx = col2im(W^T @ g)`` or,
-    equally, the convolution of ``g`` with the flipped kernel (``conv_input_grad``).
+    Backward: ``gb = sum(g)``; for stride-1 windows (and C_out <= 2 C_in) ``gx`` is the
+    convolution of ``g`` with the flipped kernel and ``gW`` comes from the same columns
+    (``back_conv_grads``); otherwise ``gx = col2im(W^T @ g)`` and ``gW = g @ cols^T``.
     """
 
     arity = None  # (x, weight) or (x, weight, bias); the geometry comes as keywords
@@ -467,10 +470,15 @@ class Conv2d(Function):
 
 
 def conv_grads(g: Any, cols: Any, weight: Any, win: Window, groups: int, need: tuple) -> tuple:
-    """Input and weight gradients in the (C*kh*kw, M) layout."""
-    gy = to_wide(g, win) if need[1] or not gradient_as_conv(weight, win) else None
-    gx = conv_input_grad(g, gy, weight, win, groups) if need[0] else None
-    gw = None
+    """Input and weight gradients in the (C*kh*kw, M) layout from the saved columns, for
+    windows whose input gradient is not a stride-1 convolution (``back_conv_grads``):
+    ``gx = col2im(W^T @ g)``, ``gW = g @ cols^T``."""
+    gy = to_wide(g, win)
+    gx = gw = None
+    if need[0]:
+        w = grouped(weight.reshape(weight.shape[0], -1), groups)
+        gcols = grouped_matmul(swap(w), grouped(gy, groups))
+        gx = from_columns(gcols.reshape(win.c * win.kh * win.kw, win.m), win)
     if need[1]:
         gw = long_inner_matmul(grouped(gy, groups), grouped(cols, groups))
         gw = gw.reshape(weight.shape)
@@ -525,24 +533,6 @@ def gradient_window(g_shape: tuple, win: Window) -> Window:
     n, c_out, oh, ow = g_shape
     return Window(n, c_out, oh, ow, win.kh, win.kw, 1, 1, win.dh, win.dw,
                   *gradient_padding(win), win.h, win.w)
-
-
-def conv_input_grad(g: Any, gy: Any, weight: Any, win: Window, groups: int) -> Any:
-    """The input gradient of a convolution, by whichever of two equal formulas moves
-    less memory: col2im of ``W^T @ g`` (its columns have C_in rows per tap), or, for
-    stride 1, the convolution of the padded gradient with the flipped kernel (its
-    columns have C_out rows per tap and need no accumulating scatter)."""
-    if not gradient_as_conv(weight, win):
-        w = grouped(weight.reshape(weight.shape[0], -1), groups)
-        gcols = grouped_matmul(swap(w), grouped(gy, groups))
-        return from_columns(gcols.reshape(win.c * win.kh * win.kw, win.m), win)
-    flipped = flipped_weight(weight, groups)
-    n, c_out, oh, ow = g.shape
-    back = Window(n, c_out, oh, ow, win.kh, win.kw, 1, 1, win.dh, win.dw,
-                  *gradient_padding(win), win.h, win.w)
-    cols = grouped(to_columns(g, back), groups)
-    gx = grouped_matmul(grouped(flipped.reshape(win.c, -1), groups), cols)
-    return from_wide(gx.reshape(win.c, back.m), back)
 
 
 def gradient_as_conv(weight: Any, win: Window) -> bool:
