@@ -333,11 +333,14 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
         _accumulate(root, seed, handed_out)
         return
     grads: dict[int, Any] = {id(root): seed}
-    heap: list = [(-root.grad_fn.seq, id(root), root)]
+    heap: list = []
     leaves: list[Tensor] = []
     pop, push = heapq.heappop, heapq.heappush
-    while heap:
-        node = pop(heap)[2]
+    check = _backward_check
+    node: Tensor | None = root  # the next node when it is known without the heap
+    while node is not None or heap:
+        if node is None:
+            node = pop(heap)[2]
         grad = grads.pop(id(node))
         fn = node.grad_fn
         if node._retains_grad:
@@ -347,8 +350,9 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
         in_grads = fn.backward(grad)
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)
-        if _backward_check is not None:  # set inside autograd.detect_anomaly()
-            _backward_check(fn, in_grads)
+        if check is not None:  # set inside autograd.detect_anomaly()
+            check(fn, in_grads)
+        node = None
         for parent, needs, pgrad in zip(fn.parents, fn.needs_input_grad, in_grads):
             if not needs or pgrad is None:
                 continue
@@ -364,8 +368,13 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
             grads[key] = pgrad
             if parent.grad_fn is None:
                 leaves.append(parent)
+            elif node is None and not heap:  # a chain: the only pending node is next
+                node = parent
             else:
                 push(heap, (-parent.grad_fn.seq, key, parent))
+        if node is not None and heap:  # others are pending too: let the heap order them
+            push(heap, (-node.grad_fn.seq, id(node), node))
+            node = None
         if not retain_graph:
             fn.saved = None
             fn.released = True
