@@ -199,6 +199,7 @@ class Function:
 
     saved = None
     released = False
+    attrs: tuple = ((), {})  # extra positional and keyword arguments of forward, if any
 
     seq = 0  # creation order: the backward pass runs ops newest first
 
@@ -239,12 +240,19 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
                 inputs = as_tensor_like(inputs, True)
         fn = cls()
         n = len(inputs)
+        extra = attrs or kwargs
         try:
-            if n == 1:  # the common arities without building lists
-                out = fn.forward(inputs[0].array, *attrs, **kwargs)
-            elif n == 2:
-                out = fn.forward(inputs[0].array, inputs[1].array, *attrs, **kwargs)
+            if n == 2:  # the common arities without building lists or empty *args
+                a, b = inputs
+                needs = (a._requires_grad, b._requires_grad)
+                out = fn.forward(a.array, b.array, *attrs, **kwargs) if extra else \
+                    fn.forward(a.array, b.array)
+            elif n == 1:
+                a = inputs[0]
+                needs = (a._requires_grad,)
+                out = fn.forward(a.array, *attrs, **kwargs) if extra else fn.forward(a.array)
             else:
+                needs = tuple([t._requires_grad for t in inputs])
                 out = fn.forward(*[t.array for t in inputs], *attrs, **kwargs)
         except (ValueError, IndexError) as err:
             shapes = " and ".join(str(tuple(t.shape)) for t in inputs)
@@ -253,12 +261,6 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
         if mode.anomaly:
             fn.site = _user_site()
             _check_finite(fn, inputs, out, "forward output")
-        if n == 1:
-            needs = [inputs[0]._requires_grad]
-        elif n == 2:
-            needs = [inputs[0]._requires_grad, inputs[1]._requires_grad]
-        else:
-            needs = [t._requires_grad for t in inputs]
         if type(out) is not _ndarray:
             out = xp.asarray(out)  # NumPy reductions return scalars, not 0-d arrays
         result = _new_tensor(Tensor)
@@ -266,7 +268,8 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
         if True in needs and mode.enabled and cls.differentiable:
             fn.parents = inputs
             fn.needs_input_grad = needs
-            fn.attrs = (attrs, kwargs)  # kept for graph pictures and ONNX export
+            if extra:  # kept for graph pictures and ONNX export (default: none)
+                fn.attrs = (attrs, kwargs)
             fn.seq = _next_seq()
             result._requires_grad, result.grad_fn = True, fn
         else:

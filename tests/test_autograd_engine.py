@@ -117,7 +117,6 @@ def test_method_function_and_apply_are_the_same_fast_closure():
 def test_a_subclass_runs_its_own_forward_not_its_parents():
     class Triple(Mul):
         def forward(self, a, b):
-            self.save_shapes(a, b)
             self.save(a, b)
             return 3 * a * b
 

@@ -19,23 +19,20 @@ class _Binary(Function):
     arity = 2
     promote = True
 
-    def save_shapes(self, a: Any, b: Any) -> None:
-        self.shapes = (a.shape, b.shape)
-
     def reduce(self, ga: Any, gb: Any) -> tuple:
-        """Both input gradients, summed back to the inputs' shapes."""
-        sa, sb = self.shapes
-        if ga is not None and ga.shape != sa:  # broadcast in the forward: sum it back
-            ga = unbroadcast(ga, sa)
-        if gb is not None and gb.shape != sb:
-            gb = unbroadcast(gb, sb)
+        """Both input gradients, summed back to the inputs' shapes (read from the
+        parents the graph keeps anyway, so the forward saves nothing for this)."""
+        a, b = self.parents
+        if ga is not None and ga.shape != a.array.shape:  # broadcast in the forward
+            ga = unbroadcast(ga, a.array.shape)
+        if gb is not None and gb.shape != b.array.shape:
+            gb = unbroadcast(gb, b.array.shape)
         return ga, gb
 
 
 @register("add", "__add__", "__radd__")
 class Add(_Binary):
     def forward(self, a, b):
-        self.shapes = (a.shape, b.shape)  # save_shapes inlined: the hottest ops
         return a + b
 
     def backward(self, g):  # d(a+b)/da = 1, d(a+b)/db = 1
@@ -48,7 +45,6 @@ class Add(_Binary):
 @register("sub", "__sub__")
 class Sub(_Binary):
     def forward(self, a, b):
-        self.shapes = (a.shape, b.shape)
         return a - b
 
     def backward(self, g):  # d(a-b)/da = 1, d(a-b)/db = -1
@@ -61,7 +57,7 @@ class Sub(_Binary):
 @register("mul", "__mul__", "__rmul__")
 class Mul(_Binary):
     def forward(self, a, b):
-        self.shapes, self.saved = (a.shape, b.shape), (a, b)
+        self.saved = (a, b)
         return a * b
 
     def backward(self, g):  # d(ab)/da = b, d(ab)/db = a
@@ -76,7 +72,6 @@ class Mul(_Binary):
 @register("div", "__truediv__", "true_divide")
 class Div(_Binary):
     def forward(self, a, b):
-        self.save_shapes(a, b)
         self.save(a, b)
         with xp.errstate(divide="ignore", invalid="ignore"):
             out = a / b
@@ -110,7 +105,6 @@ class Remainder(_Binary):
     """Python-style modulo (sign of the divisor), like ``torch.remainder``."""
 
     def forward(self, a, b):
-        self.save_shapes(a, b)
         self.save(a, b)
         with xp.errstate(divide="ignore", invalid="ignore"):
             return xp.mod(a, b)
@@ -130,7 +124,6 @@ class Remainder(_Binary):
 @register("pow", "__pow__")
 class Pow(_Binary):
     def forward(self, a, b):
-        self.save_shapes(a, b)
         with xp.errstate(divide="ignore", invalid="ignore", over="ignore"):
             out = xp.power(a, b)
         self.save(a, b, out)
@@ -285,7 +278,6 @@ class LogicalNot(Function):
 @register("maximum")
 class Maximum(_Binary):
     def forward(self, a, b):
-        self.save_shapes(a, b)
         self.save(a, b)
         return xp.maximum(a, b)
 
@@ -301,7 +293,6 @@ class Maximum(_Binary):
 @register("minimum")
 class Minimum(_Binary):
     def forward(self, a, b):
-        self.save_shapes(a, b)
         self.save(a, b)
         return xp.minimum(a, b)
 
