@@ -231,7 +231,7 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
         else:
             inputs, attrs = args[:k], args[k:]
         for t in inputs:
-            if type(t) is not Tensor:
+            if not isinstance(t, Tensor):  # a number to lift (Parameters are Tensors)
                 inputs = as_tensor_like(inputs, cls.promote)
                 break
         else:

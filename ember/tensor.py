@@ -112,7 +112,7 @@ class Tensor:
             if self.array.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs; "
                                    f"pass gradient= for a tensor of shape {self.shape}")
-            seed = xp.ones_like(self.array)
+            seed = xp.ones(self.array.shape, self.array.dtype)
         else:
             seed = xp.asarray(gradient.array if isinstance(gradient, Tensor) else gradient,
                               dtype=self.array.dtype)

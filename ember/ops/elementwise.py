@@ -11,6 +11,7 @@ import math
 from ember import parallel
 from ember.autograd import Function, register, register_composed
 from ember.backend import xp
+from ember.dtypes import to_dtype
 from ember.tensor import Tensor
 
 _ERF: list = []
@@ -356,10 +357,8 @@ class Cast(Function):
     type cuts the graph, as in torch."""
 
     def forward(self, a, dtype):
-        from ember.dtypes import to_dtype
-        target = to_dtype(dtype)
         self.source = a.dtype
-        return a.astype(target, copy=False)
+        return a.astype(to_dtype(dtype), copy=False)
 
     def backward(self, g):
         return g.astype(self.source)
@@ -369,7 +368,7 @@ class Cast(Function):
 
     @classmethod
     def apply(cls, x, dtype):
-        out = super().apply(x, dtype)
-        if out.dtype.kind != "f" and out.requires_grad:
+        out = cls._apply(x, dtype)
+        if out.array.dtype.kind != "f" and out._requires_grad:
             return out.detach()
         return out

@@ -190,7 +190,9 @@ class OneHot(Function):
     def forward(self, a, num_classes=-1):
         if a.dtype.kind not in "iu":
             raise TypeError(f"one_hot: expected an integer tensor, got {a.dtype}")
-        low, high = (int(a.min()), int(a.max())) if a.size else (0, -1)
+        # ufunc reductions directly: ndarray.min/max add a Python wrapper each
+        low, high = (int(xp.minimum.reduce(a, axis=None)),
+                     int(xp.maximum.reduce(a, axis=None))) if a.size else (0, -1)
         if low < 0:
             raise ValueError(f"one_hot: class values must be non-negative, got {low}")
         n = high + 1 if num_classes == -1 and a.size else num_classes

@@ -73,11 +73,15 @@ class Linear(Function):
         if x.dtype != weight.dtype:
             raise TypeError(f"linear: input dtype {x.dtype} does not match weight dtype "
                             f"{weight.dtype}; cast one of them (e.g. x.to({weight.dtype}))")
-        self.save(x, weight)
-        out = matmul(x.reshape(-1, in_features), weight.T)
+        self.saved = (x, weight)
+        if x.ndim == 2:  # the common case: no reshapes
+            out = matmul(x, weight.T)
+        else:
+            out = matmul(x.reshape(-1, in_features), weight.T).reshape(
+                x.shape[:-1] + (out_features,))
         if bias is not None:
             out += bias
-        return out.reshape(x.shape[:-1] + (out_features,))
+        return out
 
     def backward(self, g):
         x, weight = self.saved
@@ -87,7 +91,7 @@ class Linear(Function):
         gw = matmul(g2.T, x.reshape(-1, weight.shape[1])) if need[1] else None
         if len(need) == 2:
             return gx, gw
-        return gx, gw, (g2.sum(axis=0) if need[2] else None)
+        return gx, gw, (xp.add.reduce(g2, axis=0) if need[2] else None)
 
     def to_onnx(self, g, inputs, output):
         if len(g.shape(inputs[0])) == 2:
@@ -350,22 +354,25 @@ class MseLoss(Function):
     def forward(self, x, t, reduction="mean"):
         self.reduction = check_reduction(reduction)
         diff = x - t
-        self.shapes = (x.shape, t.shape)
-        self.save(diff)
+        self.saved = (diff,)
         squared = diff * diff
         if reduction == "none":
             return squared
         if reduction == "sum":
             return squared.sum()
-        return squared.mean() if squared.size else xp.asarray(xp.nan, squared.dtype)
+        if not squared.size:
+            return xp.asarray(xp.nan, squared.dtype)
+        if squared.dtype.itemsize < 4:  # float16: NumPy's mean accumulates in float32
+            return squared.mean()
+        return xp.add.reduce(squared, axis=None) / squared.size  # = mean(), less wrapping
 
     def backward(self, g):
         (diff,) = self.saved
         scale = g * (2.0 / diff.size) if self.reduction == "mean" else g * 2.0
         grad = diff * scale
-        (shape_x, shape_t), need = self.shapes, self.needs_input_grad
-        gx = unbroadcast(grad, shape_x) if need[0] else None
-        gt = unbroadcast(-grad, shape_t) if need[1] else None
+        (x, t), need = self.parents, self.needs_input_grad
+        gx = unbroadcast(grad, x.array.shape) if need[0] else None
+        gt = unbroadcast(-grad, t.array.shape) if need[1] else None
         return gx, gt
 
 

@@ -19,7 +19,7 @@ def shape_args(args: Sequence[Any]) -> tuple:
     """Accept ``f(2, 3)`` and ``f((2, 3))`` alike, as torch does."""
     if len(args) == 1 and isinstance(args[0], (tuple, list)):
         args = args[0]
-    return tuple(int(a) for a in args)
+    return tuple(map(int, args))
 
 
 def _dim(d: int, ndim: int) -> int:

@@ -158,3 +158,32 @@ def test_threaded_batch_norm_and_relu_equal_the_one_thread_path(monkeypatch):
     monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
     for a, b_ in zip(single, run()):
         np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("classes, message", [([0, -1], "non-negative, got -1"),
+                                              ([0, 3], "class value 3 is out of range")])
+def test_one_hot_refuses_classes_outside_the_range(classes, message):
+    with pytest.raises(ValueError, match=message):
+        ember.nn.functional.one_hot(ember.tensor(classes), 3)
+
+
+@pytest.mark.parametrize("shape", [(4,), (2, 3), (2, 1, 3)])
+def test_linear_without_reshapes_equals_the_reshaped_path_and_torch(shape):
+    rng = np.random.default_rng(1)
+    x, w, b = (rng.standard_normal(s) for s in (shape, (5, shape[-1]), (5,)))
+    ex, ew, eb = (ember.tensor(a, dtype="float64", requires_grad=True) for a in (x, w, b))
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    out, tout = ember.nn.functional.linear(ex, ew, eb), torch.nn.functional.linear(tx, tw, tb)
+    np.testing.assert_allclose(out.detach().numpy(), tout.detach().numpy(), rtol=1e-12, atol=1e-12)
+    out.sum().backward()
+    tout.sum().backward()
+    for e, t in ((ex, tx), (ew, tw), (eb, tb)):
+        np.testing.assert_allclose(e.grad.numpy(), t.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_mse_mean_equals_numpys_mean_of_squares(dtype):
+    rng = np.random.default_rng(2)
+    x, t = (rng.standard_normal((7, 5)).astype(dtype) for _ in range(2))
+    loss = ember.nn.functional.mse_loss(ember.tensor(x, dtype=dtype), ember.tensor(t, dtype=dtype))
+    assert loss.numpy() == ((x - t) * (x - t)).mean() and loss.dtype == np.dtype(dtype)
