@@ -251,6 +251,10 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
                 a = inputs[0]
                 needs = (a._requires_grad,)
                 out = fn.forward(a.array, *attrs, **kwargs) if extra else fn.forward(a.array)
+            elif n == 3 and not extra:  # e.g. linear(x, weight, bias)
+                a, b, c = inputs
+                needs = (a._requires_grad, b._requires_grad, c._requires_grad)
+                out = fn.forward(a.array, b.array, c.array)
             else:
                 needs = tuple([t._requires_grad for t in inputs])
                 out = fn.forward(*[t.array for t in inputs], *attrs, **kwargs)

@@ -39,11 +39,13 @@ class SGD(Optimizer):
     def _update_group(self, group: dict[str, Any]) -> None:
         lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
         maximize = group["maximize"]
+        plain = weight_decay == 0 and not maximize
         for p in group["params"]:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
             param = p.array
-            g = self._grad(param, p.grad.array, weight_decay, maximize)
+            g = grad.array if plain else self._grad(param, grad.array, weight_decay, maximize)
             if momentum != 0:
                 g = self._momentum(p, g, momentum, group["dampening"], group["nesterov"])
             step = xp.multiply(g, lr, out=self._tmp(param, 1))
