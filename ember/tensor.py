@@ -329,6 +329,7 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
     visited.
     """
     handed_out: set[int] = {id(seed)}  # arrays that must be copied before a .grad keeps them
+    stand_ins: dict[int, FreedTensor] = {}  # one per released intermediate tensor
     if root.grad_fn is None:
         _accumulate(root, seed, handed_out)
         return
@@ -342,6 +343,8 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
         if node is None:
             node = pop(heap)[2]
         grad = grads.pop(id(node))
+        if stand_ins:  # every consumer of node has run: no more lookups for it
+            stand_ins.pop(id(node), None)
         fn = node.grad_fn
         if node._retains_grad:
             _accumulate(node, grad, handed_out)
@@ -376,13 +379,65 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
             push(heap, (-node.grad_fn.seq, id(node), node))
             node = None
         if not retain_graph:
-            fn.saved = None
-            fn.released = True
+            _release(fn, stand_ins)
     for leaf in leaves:
         _accumulate(leaf, grads[id(leaf)], handed_out)
 
 
 ndarray = xp.ndarray
+
+
+_FREE_MIN_BYTES = 1 << 16  # smaller inputs cost more to swap than they hold
+
+
+def _release(fn: Any, stand_ins: dict[int, FreedTensor]) -> None:
+    """After ``fn``'s backward without retain_graph: drop what it saved, and swap its
+    intermediate inputs of 64 KiB or more for stand-ins without data. Otherwise a
+    finished graph keeps every activation alive through its consumers' ``parents``
+    until the loss is dropped (in a training loop: through the next step's forward).
+    Leaves, and tensors that keep their ``.grad`` (retain_grad), stay as they are."""
+    fn.saved = None
+    fn.released = True
+    parents = fn.parents
+    for i, p in enumerate(parents):
+        if p.grad_fn is None or p._retains_grad or p.array.nbytes < _FREE_MIN_BYTES:
+            continue
+        stand_in = stand_ins.get(id(p))
+        if stand_in is None:
+            stand_in = stand_ins[id(p)] = FreedTensor.of(p)
+        if type(parents) is not list:
+            parents = fn.parents = list(parents)
+        parents[i] = stand_in
+
+
+class FreedTensor(Tensor):
+    """What a graph keeps of an intermediate tensor once backward has released it: its
+    producing op, shape and dtype, not its data (torch frees it as well), so that the
+    graph can still be walked and drawn after ``backward()``."""
+
+    __slots__ = ("_shape", "_dtype")
+
+    @classmethod
+    def of(cls, t: Tensor) -> FreedTensor:
+        stand_in = object.__new__(cls)
+        stand_in._shape, stand_in._dtype = t.array.shape, t.array.dtype
+        stand_in.grad_fn, stand_in.grad, stand_in._requires_grad = t.grad_fn, None, True
+        stand_in._retains_grad = False
+        return stand_in
+
+    @property
+    def array(self) -> Any:
+        raise RuntimeError(
+            f"this {self.shape} {self.dtype_name} tensor, an input of an op whose backward "
+            "has run, was freed with the graph; call backward(retain_graph=True) to keep it")
+
+    shape = property(lambda self: self._shape)
+    dtype = property(lambda self: self._dtype)
+    ndim = property(lambda self: len(self._shape))
+    dtype_name = property(lambda self: dtypes.dtype_name(self._dtype))
+
+    def __repr__(self) -> str:
+        return f"<freed tensor of shape {self._shape}, {self.dtype_name}, from {self.grad_fn}>"
 
 
 def _checked(fn: Any, parent: Tensor, grad: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -188,6 +190,45 @@ def test_saved_arrays_are_freed_after_backward():
     y = x.exp()
     y.sum().backward()
     assert y.grad_fn.saved is None and y.grad_fn.released
+
+
+def _wide_graph():
+    """x -> h = 2x (256 KiB, above the release threshold) -> h shared by two ops -> y."""
+    x = ember.randn(64, 1024, requires_grad=True)
+    h = x * 2.0
+    return x, h, (h.exp() + h * h).sum()
+
+
+def test_backward_frees_intermediate_activations_nobody_holds():
+    x, h, y = _wide_graph()
+    data = weakref.ref(h.array)
+    del h
+    y.backward()
+    assert data() is None  # freed although y (and so the graph) is still alive
+    assert np.allclose(x.grad.array, 2 * np.exp(2 * x.array) + 8 * x.array, rtol=1e-5)
+
+
+def test_retain_graph_and_held_tensors_keep_their_data():
+    _, h, y = _wide_graph()
+    data = weakref.ref(h.array)
+    y.backward(retain_graph=True)
+    y.backward()  # the second backward still finds h's data
+    assert data() is not None and h.array.shape == (64, 1024)  # held by the test: kept
+
+
+def test_a_finished_graph_can_still_be_walked_but_freed_data_says_so():
+    from ember.viz import graph_text
+    _, h, y = _wide_graph()
+    before = graph_text(y)
+    del h
+    y.backward()
+    assert graph_text(y) == before  # same ops, shapes and dtypes, one shared vertex
+    exp_out = y.grad_fn.parents[0].grad_fn.parents[0]
+    stand_in = exp_out.grad_fn.parents[0]  # h, as the Exp op remembers it
+    assert stand_in.shape == (64, 1024) and stand_in.grad_fn.name == "Mul"
+    assert stand_in is y.grad_fn.parents[0].grad_fn.parents[1].grad_fn.parents[0]  # shared
+    with pytest.raises(RuntimeError, match="was freed with the graph"):
+        stand_in.detach().numpy()
 
 
 def test_long_chain_backward_has_no_recursion_limit():

@@ -37,6 +37,7 @@ __all__ = ["Window", "conv2d", "conv1d", "conv_transpose2d", "to_columns", "from
 
 WIDE_OVERHEAD = 0.5  # compute wide rows when the garbage columns cost at most this fraction
 GRAD_CONV_MAX_RATIO = 2.0  # input gradient as a convolution while C_out <= this * C_in
+BACK_COLUMNS_BYTES = 32 << 20  # the backward columns of a stride-1 conv, batch slice by slice
 
 
 # ---------------------------------------------------------------- arguments
@@ -487,6 +488,29 @@ def conv_grads(g: Any, cols: Any, weight: Any, win: Window, groups: int, need: t
 
 def back_conv_grads(g: Any, x: Any, weight: Any, win: Window, groups: int,
                     need: tuple) -> tuple:
+    """``back_conv_grads_of`` in slices of the batch whose columns fit in
+    ``BACK_COLUMNS_BYTES``: the output gradient's columns are 9x an activation for a 3x3
+    kernel (113 MB for 128x24x32x32), the largest array of a CNN's step. The weight
+    gradient is summed over the slices; the products stay wide (>= 10^4 columns)."""
+    n, c_out, h, w = g.shape
+    per_sample = c_out * win.kh * win.kw * h * w * g.itemsize
+    step = max(1, BACK_COLUMNS_BYTES // per_sample)
+    if step >= n:
+        return back_conv_grads_of(g, x, weight, win, groups, need)
+    gx = xp.empty(x.shape, x.dtype) if need[0] else None
+    gw = None
+    for start in range(0, n, step):
+        part = slice(start, start + step)
+        gx_part, gw_part = back_conv_grads_of(g[part], x[part], weight, win, groups, need)
+        if need[0]:
+            gx[part] = gx_part
+        if need[1]:
+            gw = gw_part if gw is None else xp.add(gw, gw_part, out=gw)
+    return gx, gw
+
+
+def back_conv_grads_of(g: Any, x: Any, weight: Any, win: Window, groups: int,
+                       need: tuple) -> tuple:
     """Input and weight gradients of a stride-1 convolution from one im2col of the
     output gradient ``g`` over the backward window (``gradient_window``).
 

@@ -489,12 +489,23 @@ def test_threaded_copies_equal_the_single_threaded_path(monkeypatch, sample_layo
     (((2, 3, 8, 8), (5, 3, 5, 5)), dict(padding=2)),
     (((2, 3, 8, 7), (4, 3, 3, 3)), dict()),
 ])
-def test_weight_gradient_from_the_backward_columns_matches_torch(monkeypatch, shapes, kwargs):
+@pytest.mark.parametrize("samples_per_slice", [None, 1, 2])
+def test_weight_gradient_from_the_backward_columns_matches_torch(monkeypatch, shapes, kwargs,
+                                                                 samples_per_slice):
     """Stride-1 convs in the long layout keep their input, not their columns, and take the
-    weight gradient from the output gradient's columns (back_conv_grads)."""
+    weight gradient from the output gradient's columns (back_conv_grads), whole or in
+    slices of the batch (the last one shorter for a batch of 3)."""
     from ember.ops import conv
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
     monkeypatch.setattr(conv, "GRAD_CONV_MAX_RATIO", 100.0)
+    calls = []
+    if samples_per_slice:  # a slice's columns: C_out*kh*kw*oh*ow per sample (float64)
+        unsliced = conv.back_conv_grads_of
+        monkeypatch.setattr(conv, "back_conv_grads_of",
+                            lambda g, *a: calls.append(len(g)) or unsliced(g, *a))
+        per_sample = np.prod(F.conv2d(ember.zeros(*shapes[0]), ember.zeros(*shapes[1]),
+                                      **kwargs).shape[1:]) * shapes[1][2] * shapes[1][3] * 8
+        monkeypatch.setattr(conv, "BACK_COLUMNS_BYTES", samples_per_slice * per_sample)
     rng = np.random.default_rng(9)
     x, w = (rng.standard_normal(s) for s in shapes)
     b = rng.standard_normal(w.shape[0])
@@ -509,3 +520,6 @@ def test_weight_gradient_from_the_backward_columns_matches_torch(monkeypatch, sh
     np.testing.assert_allclose(out.array, expected.detach().numpy(), rtol=1e-7, atol=1e-9)
     for mine, theirs in zip(ts, tt):
         np.testing.assert_allclose(mine.grad.array, theirs.grad.numpy(), rtol=1e-7, atol=1e-9)
+    if samples_per_slice:
+        assert calls == [min(samples_per_slice, len(x) - i)
+                         for i in range(0, len(x), samples_per_slice)]
