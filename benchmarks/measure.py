@@ -77,12 +77,15 @@ def limit_threads(n: int):
     from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    with threadpool_limits(limits=n):
-        try:
+    try:
+        with threadpool_limits(limits=n):
+            torch.set_num_threads(n)
             yield
-        finally:
-            torch.set_num_threads(before)
+    finally:
+        # after threadpoolctl has put its pools back: it restores the OpenMP pool to
+        # what it saw on entry, and torch's thread count is that same pool, so setting
+        # torch inside the block (as before session 3) left torch on n threads for good
+        torch.set_num_threads(before)
 
 
 def gemm_peak(size: int = 2048, repeats: int = 5) -> dict[str, float]:

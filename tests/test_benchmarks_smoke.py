@@ -177,3 +177,21 @@ def test_every_framework_gets_the_same_batches():
     np.testing.assert_array_equal(np.concatenate(batches), data.train_labels[order])
     x, _ = next(iter(runner.loader.__class__(runner.loader.dataset, batch_size=5)))
     np.testing.assert_array_equal(x.array, data.normalise(data.train_images[:5]))
+
+
+def test_thread_limits_are_put_back_exactly_even_when_nested():
+    """Session 3 found the GEMM-peak measurement's inner one-thread block leaving torch
+    on one thread for the rest of the run (so torch was timed on 1 thread, ember on 2)."""
+    from threadpoolctl import threadpool_info
+
+    from benchmarks.measure import limit_threads
+
+    def pools() -> dict:
+        return {p["internal_api"]: p["num_threads"] for p in threadpool_info()}
+
+    before = torch.get_num_threads()
+    with limit_threads(2):
+        with limit_threads(1):
+            assert torch.get_num_threads() == 1 and set(pools().values()) == {1}
+        assert torch.get_num_threads() == 2 and set(pools().values()) == {2}
+    assert torch.get_num_threads() == before
