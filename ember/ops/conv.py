@@ -455,6 +455,10 @@ class Conv2d(Function):
         win, groups, need = self.window, self.groups, self.needs_input_grad
         if self.per_sample:
             gx, gw = sample_conv_grads(g, saved, weight, win, groups, need)
+        elif self.keeps_input and not need[0] and win.c < weight.shape[0]:
+            # only the weight gradient (e.g. a first layer): the input's columns are the
+            # smaller ones (C_in < C_out), so build those again rather than g's
+            gx, gw = conv_grads(g, to_columns(saved, win), weight, win, groups, need)
         elif self.keeps_input:
             gx, gw = back_conv_grads(g, saved, weight, win, groups, need)
         else:
@@ -471,8 +475,9 @@ class Conv2d(Function):
 
 
 def conv_grads(g: Any, cols: Any, weight: Any, win: Window, groups: int, need: tuple) -> tuple:
-    """Input and weight gradients in the (C*kh*kw, M) layout from the saved columns, for
-    windows whose input gradient is not a stride-1 convolution (``back_conv_grads``):
+    """Input and weight gradients in the (C*kh*kw, M) layout from the input's columns, for
+    windows whose input gradient is not a stride-1 convolution (``back_conv_grads``), and
+    for a weight gradient alone when the input has fewer channels than the output:
     ``gx = col2im(W^T @ g)``, ``gW = g @ cols^T``."""
     gy = to_wide(g, win)
     gx = gw = None

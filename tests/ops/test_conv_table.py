@@ -523,3 +523,27 @@ def test_weight_gradient_from_the_backward_columns_matches_torch(monkeypatch, sh
     if samples_per_slice:
         assert calls == [min(samples_per_slice, len(x) - i)
                          for i in range(0, len(x), samples_per_slice)]
+
+
+@pytest.mark.parametrize("c_in, c_out", [(4, 6), (6, 4)])  # C_out <= 2 C_in: input kept
+def test_weight_gradient_alone_uses_the_smaller_columns_and_matches_torch(monkeypatch, c_in,
+                                                                          c_out):
+    """A layer whose input needs no grad: with C_in < C_out the input's columns are
+    rebuilt (smaller than the output gradient's); otherwise the backward columns serve."""
+    from ember.ops import conv
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    calls = []
+    for name in ("conv_grads", "back_conv_grads"):
+        real = getattr(conv, name)
+        monkeypatch.setattr(conv, name, lambda *a, real=real, name=name:
+                            calls.append(name) or real(*a))
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((2, c_in, 7, 6)), rng.standard_normal((c_out, c_in, 3, 3))
+    ew = ember.tensor(w, dtype=ember.float64, requires_grad=True)
+    out = F.conv2d(ember.tensor(x, dtype=ember.float64), ew, padding=1)
+    g = np.sin(np.arange(out.numel())).reshape(out.shape)
+    out.backward(ember.tensor(g, dtype=ember.float64))
+    tw = torch.tensor(w, requires_grad=True)
+    TF.conv2d(torch.tensor(x), tw, padding=1).backward(torch.tensor(g))
+    np.testing.assert_allclose(ew.grad.array, tw.grad.numpy(), rtol=1e-7, atol=1e-9)
+    assert calls == ["conv_grads" if c_in < c_out else "back_conv_grads"]
