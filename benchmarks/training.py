@@ -46,7 +46,7 @@ class Case:
     opt_kwargs: dict
     batch: int
     dataset: str = "mnist"
-    epochs: int = 3                # timed epochs, after the warm-up
+    epochs: int = 5                # timed epochs, after the warm-up (5: ~1 s epochs are noisy)
     warmup_batches: int | None = None  # None: a whole warm-up epoch
     numpy: bool = True             # whether the NumPy reference exists for it
     ember_workers: tuple = (0,)    # one ember run per DataLoader num_workers value
