@@ -354,6 +354,9 @@ class MseLoss(Function):
     def forward(self, x, t, reduction="mean"):
         self.reduction = check_reduction(reduction)
         diff = x - t
+        if diff.dtype.kind != "f":  # torch refuses integers too (their squares overflow)
+            raise TypeError(f"mse_loss: expected floating-point input and target, got "
+                            f"{x.dtype} and {t.dtype}")
         self.saved = (diff,)
         squared = diff * diff
         if reduction == "none":
@@ -362,9 +365,9 @@ class MseLoss(Function):
             return squared.sum()
         if not squared.size:
             return xp.asarray(xp.nan, squared.dtype)
-        if squared.dtype.itemsize < 4:  # float16: NumPy's mean accumulates in float32
-            return squared.mean()
-        return xp.add.reduce(squared, axis=None) / squared.size  # = mean(), less wrapping
+        if squared.dtype in (xp.float32, xp.float64):  # = mean(), without its wrapper
+            return xp.add.reduce(squared, axis=None) / squared.size
+        return squared.mean()  # float16 and integers: mean() accumulates at higher precision
 
     def backward(self, g):
         (diff,) = self.saved

@@ -39,13 +39,11 @@ class SGD(Optimizer):
     def _update_group(self, group: dict[str, Any]) -> None:
         lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
         maximize = group["maximize"]
-        plain = weight_decay == 0 and not maximize
         for p in group["params"]:
-            grad = p.grad
-            if grad is None:
+            if p.grad is None:
                 continue
             param = p.array
-            g = grad.array if plain else self._grad(param, grad.array, weight_decay, maximize)
+            g = self._grad(param, p.grad.array, weight_decay, maximize)
             if momentum != 0:
                 g = self._momentum(p, g, momentum, group["dampening"], group["nesterov"])
             step = xp.multiply(g, lr, out=self._tmp(param, 1))

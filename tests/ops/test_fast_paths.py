@@ -187,3 +187,11 @@ def test_mse_mean_equals_numpys_mean_of_squares(dtype):
     x, t = (rng.standard_normal((7, 5)).astype(dtype) for _ in range(2))
     loss = ember.nn.functional.mse_loss(ember.tensor(x, dtype=dtype), ember.tensor(t, dtype=dtype))
     assert loss.numpy() == ((x - t) * (x - t)).mean() and loss.dtype == np.dtype(dtype)
+
+
+def test_mse_refuses_integer_inputs_as_torch_does():
+    ints = ember.tensor(np.array([70000, 3], np.int32))
+    with pytest.raises(RuntimeError):
+        torch.nn.functional.mse_loss(torch.tensor([70000, 3]), torch.tensor([0, 0]))
+    with pytest.raises(TypeError, match="mse_loss: expected floating-point"):
+        ember.nn.functional.mse_loss(ints, ember.zeros(2, dtype="int32"))
