@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ember.backend import xp
-from ember.tensor import Tensor, as_tensor_like
+from ember.tensor import INPLACE_WRITES, Tensor, as_tensor_like
 
 _engine = sys.modules["ember.tensor"]  # the backward engine, for detect_anomaly's hook
 _ndarray = xp.ndarray
@@ -202,6 +202,7 @@ class Function:
     attrs: tuple = ((), {})  # extra positional and keyword arguments of forward, if any
 
     seq = 0  # creation order: the backward pass runs ops newest first
+    epoch = 0  # the count of in-place writes when the op ran (ember.tensor.note_inplace)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -275,6 +276,7 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
             if extra:  # kept for graph pictures and ONNX export (default: none)
                 fn.attrs = (attrs, kwargs)
             fn.seq = _next_seq()
+            fn.epoch = INPLACE_WRITES[0]  # backward checks its saved arrays if this moves
             result._requires_grad, result.grad_fn = True, fn
         else:
             result._requires_grad, result.grad_fn = False, None

@@ -8,6 +8,8 @@ creation functions and the backward engine (an iterative topological sort).
 from __future__ import annotations
 
 import heapq
+import weakref
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -232,10 +234,12 @@ class Tensor:
 
     # ------------------------------------------------------------ in-place updates
     def _check_inplace(self, op: str) -> None:
+        """Called before every in-place write to this tensor's array."""
         if self._requires_grad and _grad_enabled():
             raise RuntimeError(
                 f"{op}: a tensor that requires grad is being used in an in-place operation; "
                 "wrap the update in `with ember.no_grad():`")
+        note_inplace(self.array)
 
     def __setitem__(self, index: Any, value: Any) -> None:
         self._check_inplace("__setitem__")
@@ -314,6 +318,60 @@ class Tensor:
         return False
 
 
+# ---------------------------------------------------------------- in-place writes
+# torch refuses a backward whose saved tensors were modified in place after the forward
+# (its version counters); ember does the same with one global count of in-place writes:
+# each op records the count when it is made, and only an op made before the latest write
+# compares what it saved with the arrays written since (weak references, newest first).
+INPLACE_WRITES = [0]
+_recent_writes: deque = deque(maxlen=256)
+
+
+def note_inplace(array: Any) -> None:
+    """Record an in-place write to ``array`` (Tensor methods and optimizers call this).
+
+    A view (``x[1:2].add_(1)``) is usually a temporary, so the record keeps a weak
+    reference to the array that owns the memory, and where in it the write went."""
+    INPLACE_WRITES[0] += 1
+    owner = array.base
+    if type(owner) is not ndarray:  # the array owns its memory (parameters, most tensors)
+        _recent_writes.append((INPLACE_WRITES[0], weakref.ref(array), None))
+        return
+    offset = array.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+    _recent_writes.append((INPLACE_WRITES[0], weakref.ref(owner),
+                           (array.shape, array.dtype, offset, array.strides)))
+
+
+def _written(owner: Any, where: tuple) -> Any:
+    """The region of ``owner`` an in-place write touched, as an array again."""
+    if where is None:
+        return owner
+    shape, dtype, offset, strides = where
+    try:
+        return ndarray(shape, dtype, buffer=owner, offset=offset, strides=strides)
+    except (TypeError, ValueError):  # an owner without a plain buffer: all of it
+        return owner
+
+
+def _check_saved(fn: Any) -> None:
+    """Raise if an array ``fn`` saved for backward was written in place after ``fn`` ran."""
+    saved = [a for a in (fn.saved or ()) if type(a) is ndarray]
+    for count, ref, where in reversed(_recent_writes):
+        if count <= fn.epoch:
+            return
+        owner = ref()
+        if owner is None:
+            continue
+        written = _written(owner, where)
+        for a in saved:
+            if xp.shares_memory(a, written):
+                raise RuntimeError(
+                    f"{fn.name}: an array of shape {a.shape} that it saved for backward was "
+                    "modified by an in-place operation after the forward (e.g. an optimizer "
+                    "step or add_); run backward before changing the inputs, or work on a "
+                    "copy (torch raises the same error)")
+
+
 # ---------------------------------------------------------------- backward engine
 _backward_check = None
 
@@ -338,6 +396,7 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
     leaves: list[Tensor] = []
     pop, push = heapq.heappop, heapq.heappush
     check = _backward_check
+    writes = INPLACE_WRITES
     node: Tensor | None = root  # the next node when it is known without the heap
     while node is not None or heap:
         if node is None:
@@ -350,6 +409,8 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
             _accumulate(node, grad, handed_out)
         if fn.released:
             raise RuntimeError(_SECOND_BACKWARD)
+        if fn.epoch != writes[0]:  # something was written in place since fn ran
+            _check_saved(fn)
         in_grads = fn.backward(grad)
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)

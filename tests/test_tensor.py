@@ -231,6 +231,49 @@ def test_a_finished_graph_can_still_be_walked_but_freed_data_says_so():
         stand_in.detach().numpy()
 
 
+def test_backward_refuses_saved_inputs_modified_in_place_as_torch_does():
+    def run(lib):
+        x = lib.ones(4, 5)
+        w = lib.ones(5).requires_grad_()
+        y = (x * w).sum()  # mul saves x for w's gradient
+        with (ember.no_grad() if lib is ember else torch.no_grad()):
+            x[1:2].add_(1.0)  # through a view, as torch's version counter also sees
+        y.backward()
+
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        run(torch)
+    with pytest.raises(RuntimeError, match="Mul: an array of shape \\(4, 5\\) that it saved"):
+        run(ember)
+
+
+def test_an_optimizer_step_before_backward_is_refused_like_torch():
+    def step_then_backward(nn, optim, lib):
+        lib.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+        loss = model(lib.randn(2, 3)).sum()
+        opt = optim.SGD(model.parameters(), lr=0.1)
+        loss.backward(retain_graph=True)
+        opt.step()  # the second Linear saved its weight for the first layer's gradient
+        loss.backward()
+
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        step_then_backward(torch.nn, torch.optim, torch)
+    with pytest.raises(RuntimeError, match="Linear: .* modified by an in-place operation"):
+        step_then_backward(ember.nn, ember.optim, ember)
+
+
+def test_in_place_writes_elsewhere_or_after_backward_are_fine():
+    x = ember.ones(4, 5)
+    w = ember.ones(5, requires_grad=True)
+    y = (x[0:2] * w).sum()
+    with ember.no_grad():
+        x[3:4].add_(1.0)  # memory the graph did not save
+    y.backward()
+    with ember.no_grad():
+        x.add_(1.0)  # after backward
+    assert w.grad.tolist() == [2.0] * 5
+
+
 def test_long_chain_backward_has_no_recursion_limit():
     x = ember.tensor(1.0, requires_grad=True)
     y = x

@@ -18,7 +18,7 @@ from typing import Any
 
 from ember.autograd import enable_grad
 from ember.backend import xp
-from ember.tensor import Tensor
+from ember.tensor import Tensor, note_inplace
 
 __all__ = ["Optimizer", "ParamsT"]
 
@@ -146,6 +146,9 @@ class Optimizer:
                 loss = closure()
         for group in self.param_groups:
             self._update_group(group)
+            for p in group["params"]:  # updated in place: a pending backward must know
+                if p.grad is not None:
+                    note_inplace(p.array)
         return loss
 
     def _update_group(self, group: dict[str, Any]) -> None:
