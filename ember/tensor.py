@@ -114,7 +114,8 @@ class Tensor:
             if self.array.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs; "
                                    f"pass gradient= for a tensor of shape {self.shape}")
-            seed = xp.ones(self.array.shape, self.array.dtype)
+            seed = xp.empty(self.array.shape, self.array.dtype)
+            seed.fill(1)  # = xp.ones, without its Python wrapper (once per step)
         else:
             seed = xp.asarray(gradient.array if isinstance(gradient, Tensor) else gradient,
                               dtype=self.array.dtype)
@@ -327,19 +328,20 @@ INPLACE_WRITES = [0]
 _recent_writes: deque = deque(maxlen=256)
 
 
-def note_inplace(array: Any) -> None:
-    """Record an in-place write to ``array`` (Tensor methods and optimizers call this).
-
-    A view (``x[1:2].add_(1)``) is usually a temporary, so the record keeps a weak
-    reference to the array that owns the memory, and where in it the write went."""
+def note_inplace(*arrays: Any) -> None:
+    """Record in-place writes to ``arrays`` (Tensor methods and optimizers call this), as
+    one entry. A view (``x[1:2].add_(1)``) is usually a temporary, so the record keeps a
+    weak reference to the array that owns the memory, and where in it the write went."""
     INPLACE_WRITES[0] += 1
+    _recent_writes.append((INPLACE_WRITES[0], [_write_record(a) for a in arrays]))
+
+
+def _write_record(array: Any) -> tuple:
     owner = array.base
     if type(owner) is not ndarray:  # the array owns its memory (parameters, most tensors)
-        _recent_writes.append((INPLACE_WRITES[0], weakref.ref(array), None))
-        return
+        return weakref.ref(array), None
     offset = array.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
-    _recent_writes.append((INPLACE_WRITES[0], weakref.ref(owner),
-                           (array.shape, array.dtype, offset, array.strides)))
+    return weakref.ref(owner), (array.shape, array.dtype, offset, array.strides)
 
 
 def _written(owner: Any, where: tuple) -> Any:
@@ -356,20 +358,23 @@ def _written(owner: Any, where: tuple) -> Any:
 def _check_saved(fn: Any) -> None:
     """Raise if an array ``fn`` saved for backward was written in place after ``fn`` ran."""
     saved = [a for a in (fn.saved or ()) if type(a) is ndarray]
-    for count, ref, where in reversed(_recent_writes):
+    for count, writes in reversed(_recent_writes):
         if count <= fn.epoch:
             return
-        owner = ref()
-        if owner is None:
-            continue
-        written = _written(owner, where)
-        for a in saved:
-            if xp.shares_memory(a, written):
-                raise RuntimeError(
-                    f"{fn.name}: an array of shape {a.shape} that it saved for backward was "
-                    "modified by an in-place operation after the forward (e.g. an optimizer "
-                    "step or add_); run backward before changing the inputs, or work on a "
-                    "copy (torch raises the same error)")
+        for ref, where in writes:
+            owner = ref()
+            if owner is not None:
+                _refuse_overlap(fn, saved, _written(owner, where))
+
+
+def _refuse_overlap(fn: Any, saved: list, written: Any) -> None:
+    for a in saved:
+        if xp.shares_memory(a, written):
+            raise RuntimeError(
+                f"{fn.name}: an array of shape {a.shape} that it saved for backward was "
+                "modified by an in-place operation after the forward (e.g. an optimizer "
+                "step or add_); run backward before changing the inputs, or work on a "
+                "copy (torch raises the same error)")
 
 
 # ---------------------------------------------------------------- backward engine

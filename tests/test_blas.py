@@ -77,3 +77,53 @@ def test_without_a_reachable_pool_matmul_is_the_plain_product(monkeypatch):
     assert blas.get_num_threads() == 1
     with pytest.raises(RuntimeError, match="threadpoolctl"):
         blas.set_num_threads(2)
+
+
+# ---------------------------------------------------------------- axpy
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [blas.AXPY_MIN_SIZE - 1, blas.AXPY_MIN_SIZE, 78400])
+def test_axpy_updates_in_place_as_the_two_pass_update(two_threads, dtype, size):
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal(size).astype(dtype), rng.standard_normal(size).astype(dtype)
+    expected, x_before, y_before = y - x * dtype(0.1), x.copy(), y.copy()
+    y_array = y
+    used = blas.axpy(-0.1, x, y)
+    assert used == (size >= blas.AXPY_MIN_SIZE)  # small arrays are left to NumPy
+    assert y is y_array and blas.get_num_threads() == 2
+    np.testing.assert_array_equal(x, x_before)
+    if used:  # BLAS may fuse the multiply-add: one rounding instead of two
+        bound = 2 * np.finfo(dtype).eps * (np.abs(y_before) + np.abs(x * dtype(0.1)))
+        assert (np.abs(y - expected) <= bound).all()
+    else:
+        np.testing.assert_array_equal(y, y_before)  # untouched: the caller updates it
+
+
+def _declined_cases(n: int) -> dict:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(2 * n).astype(np.float32)
+    y = rng.standard_normal(2 * n).astype(np.float32)
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    return {
+        "strided x": (x[::2], y[:n]),
+        "strided y": (x[:n], y[::2]),
+        "dtypes differ": (x.astype(np.float64), y),
+        "float16": (x.astype(np.float16), y.astype(np.float16)),
+        "shapes differ": (x[:n], y),
+        "read-only x": (read_only, y),
+    }
+
+
+@pytest.mark.parametrize("case", list(_declined_cases(blas.AXPY_MIN_SIZE)))
+def test_axpy_declines_what_blas_cannot_do_and_changes_nothing(two_threads, case):
+    x, y = _declined_cases(blas.AXPY_MIN_SIZE)[case]
+    before = y.copy()
+    assert blas.axpy(-0.1, x, y) is False
+    np.testing.assert_array_equal(y, before)
+
+
+def test_without_a_reachable_pool_axpy_declines(monkeypatch):
+    monkeypatch.setattr(blas, "_pool", None)
+    y = np.ones(blas.AXPY_MIN_SIZE, np.float32)
+    assert blas.axpy(1.0, np.ones_like(y), y) is False
+    assert (y == 1).all()

@@ -84,8 +84,11 @@ class Linear(Module):
         default_init_(self.weight, self.bias)
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
-        check_last_dim(self, input, self.in_features)
-        return F.linear(input, self.weight, self.bias)
+        try:  # F.linear checks the shapes; the layer only adds its name to the message
+            return F.linear(input, self.weight, self.bias)
+        except ValueError:
+            check_last_dim(self, input, self.in_features)
+            raise
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

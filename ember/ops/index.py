@@ -190,15 +190,36 @@ class OneHot(Function):
     def forward(self, a, num_classes=-1):
         if a.dtype.kind not in "iu":
             raise TypeError(f"one_hot: expected an integer tensor, got {a.dtype}")
-        # ufunc reductions directly: ndarray.min/max add a Python wrapper each
-        low, high = (int(xp.minimum.reduce(a, axis=None)),
-                     int(xp.maximum.reduce(a, axis=None))) if a.size else (0, -1)
-        if low < 0:
-            raise ValueError(f"one_hot: class values must be non-negative, got {low}")
-        n = high + 1 if num_classes == -1 and a.size else num_classes
-        if a.size and high >= n:
-            raise ValueError(f"one_hot: class value {high} is out of range for {n} classes")
-        width = max(n, 0)
-        out = xp.zeros(a.shape + (width,), dtypes.int64)
-        out.reshape(a.size, width)[xp.arange(a.size), a.reshape(-1)] = 1  # one write per row
+        index = a if a.dtype == dtypes.int64 else a.astype(dtypes.int64)
+        # one reduction checks both bounds: seen as unsigned, negatives are the largest
+        top = int(xp.maximum.reduce(index.view(xp.uint64), axis=None)) if a.size else -1
+        if num_classes == -1:  # as many classes as the largest value needs
+            num_classes = top + 1 if top < 2**63 else 0
+        if top >= max(num_classes, 0):
+            raise ValueError(_one_hot_range_error(a, num_classes))
+        n = max(num_classes, 0)
+        if n <= _IDENTITY_MAX:  # rows of a cached identity matrix (take: a fresh array)
+            return _identity(n).take(index, axis=0)
+        out = xp.zeros(a.shape + (n,), dtypes.int64)
+        out.reshape(a.size, n)[xp.arange(a.size), index.reshape(-1)] = 1
         return out
+
+
+def _identity(n: int) -> Any:
+    """The n x n int64 identity matrix, made once per size and never written to."""
+    eye = _IDENTITIES.get(n)
+    if eye is None:
+        eye = _IDENTITIES[n] = xp.eye(n, dtype=dtypes.int64)
+        eye.flags.writeable = False
+    return eye
+
+
+_IDENTITIES: dict[int, Any] = {}
+_IDENTITY_MAX = 256  # 512 KiB; wider one-hots (vocabularies) write one 1 per row instead
+
+
+def _one_hot_range_error(a: Any, num_classes: int) -> str:
+    low, high = int(a.min()), int(a.max())
+    if low < 0:
+        return f"one_hot: class values must be non-negative, got {low}"
+    return f"one_hot: class value {high} is out of range for {num_classes} classes"

@@ -146,9 +146,9 @@ class Optimizer:
                 loss = closure()
         for group in self.param_groups:
             self._update_group(group)
-            for p in group["params"]:  # updated in place: a pending backward must know
-                if p.grad is not None:
-                    note_inplace(p.array)
+        # updated in place: a pending backward must know (one record for the whole step)
+        note_inplace(*[p.array for group in self.param_groups for p in group["params"]
+                       if p.grad is not None])
         return loss
 
     def _update_group(self, group: dict[str, Any]) -> None:

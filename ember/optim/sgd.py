@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ember.backend import xp
+from ember.blas import axpy
 from ember.optim.optimizer import Optimizer, ParamsT, _require, _state_tensor
 
 __all__ = ["SGD"]
@@ -39,15 +40,17 @@ class SGD(Optimizer):
     def _update_group(self, group: dict[str, Any]) -> None:
         lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
         maximize = group["maximize"]
+        plain = weight_decay == 0 and not maximize
         for p in group["params"]:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
             param = p.array
-            g = self._grad(param, p.grad.array, weight_decay, maximize)
+            g = grad.array if plain else self._grad(param, grad.array, weight_decay, maximize)
             if momentum != 0:
                 g = self._momentum(p, g, momentum, group["dampening"], group["nesterov"])
-            step = xp.multiply(g, lr, out=self._tmp(param, 1))
-            xp.subtract(param, step, out=param)
+            if not axpy(-lr, g, param):  # p += -lr * g in one pass where BLAS can
+                xp.subtract(param, xp.multiply(g, lr, out=self._tmp(param, 1)), out=param)
 
     def _momentum(self, p: Any, g: Any, momentum: float, dampening: float,
                   nesterov: bool) -> Any:

@@ -308,6 +308,9 @@ def test_linear_wrong_width_names_layer_and_widths():
     (nn.BatchNorm1d(3), ember.zeros(4, 3, 2, 2), r"expected 2D or 3D input \(got 4D input\)"),
     (nn.LayerNorm(4), ember.zeros(2, 5), r"expected input with shape \[\*, 4\], got \(2, 5\)"),
     (nn.Unflatten(1, (2, 2)), ember.zeros(2, 5), "unflattened_size"),
+    (nn.Linear(3, 4), ember.zeros(2, 5),
+     r"Linear\(in_features=3.*expected input with last dimension 3, got 5"),
+    (nn.Linear(3, 4), ember.zeros(()), "got a 0-d tensor"),
 ])
 def test_bad_input_shapes_raise_value_errors(layer, x, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -160,11 +160,28 @@ def test_threaded_batch_norm_and_relu_equal_the_one_thread_path(monkeypatch):
         np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("width", [3, 300])  # a cached identity's rows; a scatter past 256
 @pytest.mark.parametrize("classes, message", [([0, -1], "non-negative, got -1"),
-                                              ([0, 3], "class value 3 is out of range")])
-def test_one_hot_refuses_classes_outside_the_range(classes, message):
+                                              ([0, 3], "class value 3 is out of range"),
+                                              ([[1, -5], [2, 0]], "non-negative, got -5")])
+def test_one_hot_refuses_classes_outside_the_range(classes, message, width):
+    big = np.asarray(classes) + (width - 3) * (np.asarray(classes) == 3)
+    message = message.replace("value 3", f"value {width}")
     with pytest.raises(ValueError, match=message):
-        ember.nn.functional.one_hot(ember.tensor(classes), 3)
+        ember.nn.functional.one_hot(ember.tensor(big), width)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int8, np.uint8])
+@pytest.mark.parametrize("width", [5, 256, 257, 1000])
+def test_one_hot_paths_equal_torch_and_return_fresh_arrays(dtype, width):
+    classes = np.random.default_rng(0).integers(0, min(width, 100), (3, 4)).astype(dtype)
+    ours = ember.nn.functional.one_hot(ember.tensor(classes), width)
+    theirs = torch.nn.functional.one_hot(torch.from_numpy(classes.astype(np.int64)), width)
+    np.testing.assert_array_equal(ours.array, theirs.numpy())
+    assert ours.dtype == np.int64 and ours.array.flags.writeable
+    ours.array[...] = 7  # the cached identity rows must not change
+    again = ember.nn.functional.one_hot(ember.tensor(classes), width)
+    np.testing.assert_array_equal(again.array, theirs.numpy())
 
 
 @pytest.mark.parametrize("shape", [(4,), (2, 3), (2, 1, 3)])
