@@ -54,8 +54,9 @@ def set_enabled(enabled: bool) -> bool:
     return previous
 
 
-def _threads(first: Any) -> int:
-    if not _enabled or first.nbytes < MIN_BYTES or first.ndim == 0:
+def _threads(first: Any, enabled: bool | None = None) -> int:
+    if not (_enabled if enabled is None else enabled) or first.nbytes < MIN_BYTES or \
+            first.ndim == 0:
         return 1
     return max(1, min(blas.get_num_threads(), first.shape[0]))
 
@@ -87,11 +88,12 @@ def _slicer(first: Any) -> Callable[[Any, int, int], Any]:
     return cut
 
 
-def map_rows(fn: Callable[..., Any], *arrays: Any) -> list:
+def map_rows(fn: Callable[..., Any], *arrays: Any, enabled: bool | None = None) -> list:
     """``[fn(*[a[i:j] for a in arrays]) for each row block]``, the blocks run in parallel
-    when the first array is big; ``[fn(*arrays)]`` when it is not."""
+    when the first array is big; ``[fn(*arrays)]`` when it is not. ``enabled`` overrides
+    ``set_enabled`` for this call (a caller that knows its work splits well)."""
     first = arrays[0]
-    threads = _threads(first)
+    threads = _threads(first, enabled)
     if threads == 1:
         return [fn(*arrays)]
     n = first.shape[0]
@@ -103,7 +105,7 @@ def map_rows(fn: Callable[..., Any], *arrays: Any) -> list:
     return results + [future.result() for future in futures]
 
 
-def rows(fn: Callable[..., Any], *arrays: Any) -> None:
+def rows(fn: Callable[..., Any], *arrays: Any, enabled: bool | None = None) -> None:
     """``fn(*arrays)``, run as ``fn(*[a[i:j] for a in arrays])`` on row blocks in parallel
     when the first array is big. ``fn``'s result is dropped: it must write in place."""
-    map_rows(fn, *arrays)
+    map_rows(fn, *arrays, enabled=enabled)

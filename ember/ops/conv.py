@@ -343,6 +343,7 @@ def swap(stack: Any) -> Any:
 # CIFAR 24- and 48-channel layers ran 1.2-3x slower so, against 0.8-0.9x on one).
 SAMPLE_LAYOUT = True  # tests switch this off to check it against the (C*kh*kw, M) layout
 SAMPLE_MAX_WORK = 1 << 20  # C_out * C_in*kh*kw * oh*ow per sample; ~4x OpenBLAS's cut
+SAMPLE_THREADS = True  # split the per-sample product stacks between threads (sample_matmul)
 
 
 def per_sample(win: Window, c_out: int) -> bool:
@@ -392,13 +393,23 @@ def widened(g: Any, win: Window) -> Any:
 
 
 def sample_matmul(w: Any, cols: Any) -> Any:
-    """A (groups, P, Q) weight stack times (n, groups*Q, L) columns -> (n, groups*P, L)."""
+    """A (groups, P, Q) weight stack times (n, groups*Q, L) columns -> (n, groups*P, L).
+
+    The samples' products are independent small GEMMs (each on one OpenBLAS thread),
+    so the stack is split by samples between threads (``SAMPLE_THREADS``): the second
+    core does half of them, with no BLAS hand-offs."""
     groups, p, q = w.shape
-    if groups == 1:
-        return xp.matmul(w[0], cols)
     n, _, length = cols.shape
-    per_group = xp.matmul(w, cols.reshape(n, groups, q, length))
-    return per_group.reshape(n, groups * p, length)
+    out = xp.empty((n, groups * p, length), xp.result_type(w, cols))
+
+    def products(out_block: Any, cols_block: Any) -> None:
+        if groups == 1:
+            xp.matmul(w[0], cols_block, out=out_block)
+        else:
+            xp.matmul(w, cols_block.reshape(len(cols_block), groups, q, length),
+                      out=out_block.reshape(len(out_block), groups, p, length))
+    parallel.rows(products, out, cols, enabled=SAMPLE_THREADS)
+    return out
 
 
 def sample_weight_grad(g: Any, cols: Any, groups: int) -> Any:

@@ -334,6 +334,40 @@ def test_per_sample_layout_equals_long_layout(monkeypatch, shapes, kwargs, grad_
         np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("shapes, kwargs", [
+    (((4, 2, 7, 7), (3, 2, 3, 3)), dict(padding=1)),
+    (((4, 4, 6, 6), (6, 2, 3, 3)), dict(groups=2)),
+    (((2, 2, 6, 6), (4, 1, 3, 3)), dict(groups=2)),  # groups == batch: w must stay whole
+])
+def test_per_sample_products_split_between_threads_equal_one_thread(monkeypatch, shapes,
+                                                                     kwargs):
+    """sample_matmul's stack split by samples between threads: bit for bit the same
+    output and gradients as one thread (each sample's product is the same GEMM)."""
+    from ember import parallel
+    from ember.ops import conv
+    rng = np.random.default_rng(8)
+    x, w = (rng.standard_normal(s).astype(np.float32) for s in shapes)
+    monkeypatch.setattr(parallel, "MIN_BYTES", 0)
+    monkeypatch.setattr(conv, "SAMPLE_MAX_WORK", 1 << 40)
+    calls = []
+    real_rows = parallel.rows
+    monkeypatch.setattr(parallel, "rows", lambda fn, *a, enabled=None: (
+        calls.append(parallel._threads(a[0], enabled)), real_rows(fn, *a, enabled=enabled)))
+
+    def run(threads):
+        monkeypatch.setattr(conv, "SAMPLE_THREADS", threads)
+        ts = [ember.tensor(a, requires_grad=True) for a in (x, w)]
+        out = F.conv2d(*ts, **kwargs)
+        out.backward(ember.tensor(np.cos(np.arange(out.numel())).reshape(out.shape),
+                                  dtype=ember.float32))
+        return [out.array] + [t.grad.array for t in ts]
+
+    split = run(True)
+    assert 2 in calls or ember.blas.get_num_threads() == 1  # the stack really was split
+    for a, b_ in zip(split, run(False)):
+        np.testing.assert_array_equal(a, b_)
+
+
 def test_conv_output_is_contiguous_and_batch_independent():
     rng = np.random.default_rng(4)
     x = ember.tensor(rng.standard_normal((3, 2, 6, 6)).astype(np.float32))
