@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 
 from benchmarks.measure import median
 from benchmarks.micro import PER_OP, MicroResult
+from benchmarks.trajectory import DRIFT_LIMIT, FLOAT64_LIMIT, TrajectoryResult
 from benchmarks.training import Case
 
 __all__ = ["RunStats", "CaseResult", "training_table", "inference_table", "micro_table",
-           "target_table", "TRAINING_COLUMNS"]
+           "trajectory_table", "target_table", "TRAINING_COLUMNS", "TRAJECTORY_NOTE"]
 
 MB = 1024 * 1024
 
@@ -121,12 +122,31 @@ def micro_table(results: list[MicroResult]) -> list[str]:
     return _table(["benchmark", "ember µs", "torch µs", "ember/torch"], rows)
 
 
+TRAJECTORY_NOTE = (
+    "Relative distance |a - b| / |b| between all parameters of two runs after the same "
+    "SGD steps from the same weights on the same batches (benchmarks/trajectory.py). "
+    "float32: ember against torch, and torch against torch on another thread count, "
+    "which changes only the order of float32 sums; similar sizes mean an accuracy gap "
+    "after an epoch is float32 noise. float64: ember against torch; ~1e-14 means the "
+    "same arithmetic.")
+
+
+def trajectory_table(results: list[TrajectoryResult]) -> list[str]:
+    header = ["case", "steps", "float32 ember vs torch", "float32 torch vs torch "
+              "(threads)", "ratio", "float64 ember vs torch"]
+    rows = [[r.case.label, r.steps, f"{r.ember_torch_32:.3g}",
+             f"{r.torch_torch_32:.3g} ({r.threads[1]} vs {r.threads[0]})",
+             _num(r.drift_ratio), f"{r.ember_torch_64:.3g}"] for r in results]
+    return _table(header, rows)
+
+
 def _check(label: str, value: float, limit: float) -> list:
     met = "-" if math.isnan(value) else ("met" if value <= limit else "MISSED")
     return [label, f"≤ {_num(limit)}", _num(value), met]
 
 
-def target_table(results: list[CaseResult], micro: list[MicroResult]) -> list[str]:
+def target_table(results: list[CaseResult], micro: list[MicroResult],
+                 trajectories: list[TrajectoryResult] = ()) -> list[str]:
     rows = []
     for res in results:
         title = f"{res.case.label}, batch {res.case.batch}"
@@ -138,6 +158,12 @@ def target_table(results: list[CaseResult], micro: list[MicroResult]) -> list[st
                            res.ratio("ember", "torch", "peak_mb"), 1.5))
         gap = abs(res.stats["ember"].accuracy - res.stats["torch"].accuracy)
         rows.append(_check(f"{title}: accuracy gap, ember vs torch", gap, res.accuracy_noise))
+    for t in trajectories:
+        title = f"{t.case.label}, {t.steps} steps"
+        rows.append(_check(f"{title}: float32 drift ember-torch / torch-torch", t.drift_ratio,
+                           DRIFT_LIMIT))
+        rows.append(_check(f"{title}: float64 distance ember vs torch", t.ember_torch_64,
+                           FLOAT64_LIMIT))
     for m in micro:
         if m.name == PER_OP:
             rows.append(_check("per-op overhead ember/torch", m.ratio, 1.0))

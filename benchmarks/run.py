@@ -23,6 +23,7 @@ import numpy as np
 
 from benchmarks import measure, report
 from benchmarks.micro import MICRO, run_micro
+from benchmarks.trajectory import trajectory_check
 from benchmarks.training import CASES, REPO_ROOT, Case, build_runners, build_torch_model, \
     data_root, load_data
 
@@ -154,7 +155,7 @@ def run_all(args: argparse.Namespace, wanted: list[str]) -> tuple[list[str], lis
     peak = measure.gemm_peak(*PEAK[args.quick])
     # --quick uses the small stand-ins unless --data names a folder
     root = None if args.quick and not args.data else data_root(args.data)
-    datasets, results = {}, []
+    datasets, results, trajectories = {}, [], []
     for case in [c for c in CASES if c.key in wanted]:
         if case.dataset not in datasets:
             limits = QUICK_LIMITS[case.dataset] if args.quick else (None, None)
@@ -165,6 +166,11 @@ def run_all(args: argparse.Namespace, wanted: list[str]) -> tuple[list[str], lis
         print(f"{case.key}: {case.label}, batch {case.batch} "
               f"({time.perf_counter() - START:.1f} s)", flush=True)
         results.append(run_case(case, datasets[case.dataset], sampler, args.quick, args.epochs))
+        if case.trajectory_steps:
+            print(f"  {case.key}: trajectories ({time.perf_counter() - START:.1f} s)", flush=True)
+            trajectories.append(trajectory_check(case, datasets[case.dataset],
+                                                 2 if args.quick else case.trajectory_steps,
+                                                 args.threads))
     micro = []
     if "micro" in wanted:
         print(f"microbenchmarks ({time.perf_counter() - START:.1f} s)", flush=True)
@@ -177,9 +183,13 @@ def run_all(args: argparse.Namespace, wanted: list[str]) -> tuple[list[str], lis
         lines += explanations()
         inference = report.inference_table(results)
         lines += (["## Inference", ""] + inference + [""]) if inference else []
+    if trajectories:
+        lines += ["## Float32 trajectories", ""] + report.trajectory_table(trajectories)
+        lines += ["", report.TRAJECTORY_NOTE, ""]
     if micro:
         lines += ["## Microbenchmarks (median per call)", ""] + report.micro_table(micro) + [""]
-    lines += ["## Targets (ratios from this run)", ""] + report.target_table(results, micro)
+    lines += ["## Targets (ratios from this run)", ""] + report.target_table(results, micro,
+                                                                             trajectories)
     return lines + [""], results, micro
 
 

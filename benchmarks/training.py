@@ -52,6 +52,7 @@ class Case:
     ember_workers: tuple = (0,)    # one ember run per DataLoader num_workers value
     inference_batch: int | None = None
     target: float = 0.8            # the ember/torch time ratio to reach
+    trajectory_steps: int = 0      # >0: also compare training trajectories (trajectory.py)
     quick_kwargs: dict = field(default_factory=dict)  # model changes for --quick
 
     @property
@@ -79,7 +80,7 @@ CASES = [
          {"width": 24}, "cross_entropy", "sgd",
          {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, 128,
          dataset="cifar10", epochs=1, warmup_batches=3, numpy=False, target=1.1,
-         quick_kwargs={"width": 4}),
+         quick_kwargs={"width": 4}, trajectory_steps=30),
 ]
 
 

@@ -5,6 +5,7 @@ ember's models, and every framework sees the same batches."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -195,3 +196,27 @@ def test_thread_limits_are_put_back_exactly_even_when_nested():
             assert torch.get_num_threads() == 1 and set(pools().values()) == {1}
         assert torch.get_num_threads() == 2 and set(pools().values()) == {2}
     assert torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------- trajectories
+def test_quick_report_has_the_trajectory_table_and_targets(quick_report):
+    rows = table(quick_report, "Float32 trajectories")
+    assert [r["case"].split(" (")[0] for r in rows] == ["CIFAR-10 CNN"]
+    assert number(rows[0]["float64 ember vs torch"]) < 1e-9
+    targets = [r["target"] for r in table(quick_report, "Targets")]
+    assert any("float32 drift ember-torch / torch-torch" in t for t in targets)
+
+
+def test_trajectory_check_sees_the_same_arithmetic_and_a_different_one(monkeypatch):
+    from benchmarks import trajectory
+    case = training.CASES[-1]
+    case = dataclasses.replace(case, model_kwargs={"width": 2}, batch=8)
+    data = training.load_data("cifar10", None, 32, 8)
+    same = trajectory.trajectory_check(case, data, steps=3, threads=2)
+    assert same.steps == 3 and same.threads == (2, 1)
+    assert same.ember_torch_64 < 1e-12  # float64: identical arithmetic up to rounding
+    assert 0 < same.ember_torch_32 < 1e-3 and 0 <= same.torch_torch_32 < 1e-3
+    real_sgd = ember.optim.SGD  # ember with a slightly different learning rate: seen
+    monkeypatch.setattr(ember.optim, "SGD", lambda params, lr, **kw: real_sgd(
+        params, lr=lr * 1.001, **kw))
+    assert trajectory.trajectory_check(case, data, steps=3, threads=2).ember_torch_64 > 1e-7
