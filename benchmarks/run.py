@@ -59,7 +59,9 @@ def run_case(case: Case, data, sampler: measure.RssSampler, quick: bool,
     timed_epochs = 1 if quick else (epochs or case.epochs)
     warmup = 1 if quick else case.warmup_batches
     for epoch in range(1 + timed_epochs):
-        for runner in runners:
+        # each round starts with the next framework, so none always runs right after
+        # another one (whose epoch may leave caches, threads or the CPU's clock behind)
+        for runner in runners[epoch % len(runners):] + runners[:epoch % len(runners)]:
             seconds, grown = _epoch(runner, 1000 + epoch, warmup if epoch == 0 else None,
                                     sampler)
             stats[runner.name].memory.append(grown)
