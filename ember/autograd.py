@@ -219,6 +219,15 @@ class Function:
         return f"<{self.name}Backward>"
 
 
+# The needs_input_grad tuples of 1-3 inputs, made once and indexed by the inputs'
+# requires_grad flags: a graph keeps one per op, and a tuple made per op would be one more
+# object for Python's garbage collector to track (see docs/performance.md, section 10).
+_NEEDS_1 = ((False,), (True,))
+_NEEDS_2 = tuple(tuple((a, b) for b in (False, True)) for a in (False, True))
+_NEEDS_3 = tuple(tuple(tuple((a, b, c) for c in (False, True)) for b in (False, True))
+                 for a in (False, True))
+
+
 def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
     """``cls.apply``: run the op on tensors (or numbers), record it in the graph if needed.
 
@@ -245,16 +254,16 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
         try:
             if n == 2:  # the common arities without building lists or empty *args
                 a, b = inputs
-                needs = (a._requires_grad, b._requires_grad)
+                needs = _NEEDS_2[a._requires_grad][b._requires_grad]
                 out = fn.forward(a.array, b.array, *attrs, **kwargs) if extra else \
                     fn.forward(a.array, b.array)
             elif n == 1:
                 a = inputs[0]
-                needs = (a._requires_grad,)
+                needs = _NEEDS_1[a._requires_grad]
                 out = fn.forward(a.array, *attrs, **kwargs) if extra else fn.forward(a.array)
             elif n == 3 and not extra:  # e.g. linear(x, weight, bias)
                 a, b, c = inputs
-                needs = (a._requires_grad, b._requires_grad, c._requires_grad)
+                needs = _NEEDS_3[a._requires_grad][b._requires_grad][c._requires_grad]
                 out = fn.forward(a.array, b.array, c.array)
             else:
                 needs = tuple([t._requires_grad for t in inputs])
