@@ -332,6 +332,8 @@ def note_inplace(*arrays: Any) -> None:
     """Record in-place writes to ``arrays`` (Tensor methods and optimizers call this), as
     one entry. A view (``x[1:2].add_(1)``) is usually a temporary, so the record keeps a
     weak reference to the array that owns the memory, and where in it the write went."""
+    if not arrays:  # e.g. an optimizer step in which no parameter had a gradient
+        return
     INPLACE_WRITES[0] += 1
     _recent_writes.append((INPLACE_WRITES[0], [_write_record(a) for a in arrays]))
 

@@ -262,6 +262,25 @@ def test_an_optimizer_step_before_backward_is_refused_like_torch():
         step_then_backward(ember.nn, ember.optim, ember)
 
 
+def test_a_step_over_hundreds_of_parameters_is_still_seen_like_torch():
+    """One record per optimizer step: with one record per parameter, a step over more
+    than the 256 records kept pushed the first parameter's record out unseen."""
+    def step_then_backward(lib, optim):
+        first = lib.ones(3, requires_grad=True)
+        rest = [lib.ones(2, requires_grad=True) for _ in range(300)]
+        loss = (first * first).sum()  # mul saves `first` (for its own gradient)
+        for p in rest:
+            loss = loss + p.sum()
+        loss.backward(retain_graph=True)
+        optim.SGD([first] + rest, lr=0.1).step()
+        loss.backward()
+
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        step_then_backward(torch, torch.optim)
+    with pytest.raises(RuntimeError, match="Mul: .* modified by an in-place operation"):
+        step_then_backward(ember, ember.optim)
+
+
 def test_in_place_writes_elsewhere_or_after_backward_are_fine():
     x = ember.ones(4, 5)
     w = ember.ones(5, requires_grad=True)
