@@ -141,11 +141,12 @@ def axpy(alpha: float, x: Any, y: Any) -> bool:
     memory, which shows in a small MLP's step (docs/performance.md).
     """
     if y.size < AXPY_MIN_SIZE or x.dtype != y.dtype or x.shape != y.shape or \
-            not (x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable):
+            not (x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable and
+                 x.flags.writeable):  # from_buffer needs writable buffers, x's too
         return False
     pool = _pool if _pool is not _UNSET else _blas_pool()
     found = pool.axpy.get(y.dtype) if pool is not None else None
-    if found is None or not x.flags.writeable:  # from_buffer needs a writable buffer
+    if found is None:
         return False
     kernel, real = found
     threads = pool.get()

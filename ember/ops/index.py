@@ -195,9 +195,9 @@ class OneHot(Function):
         top = int(xp.maximum.reduce(index.view(xp.uint64), axis=None)) if a.size else -1
         if num_classes == -1:  # as many classes as the largest value needs
             num_classes = top + 1 if top < 2**63 else 0
-        if top >= max(num_classes, 0):
-            raise ValueError(_one_hot_range_error(a, num_classes))
         n = max(num_classes, 0)
+        if top >= n:
+            raise ValueError(_one_hot_range_error(a, num_classes))
         if n <= _IDENTITY_MAX:  # rows of a cached identity matrix (take: a fresh array)
             return _identity(n).take(index, axis=0)
         out = xp.zeros(a.shape + (n,), dtypes.int64)
