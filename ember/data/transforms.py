@@ -178,6 +178,8 @@ class Normalize(Transform):
             if len(v) not in (1, channels):
                 raise ValueError(f"Normalize: {len(v)} {name} values for an image with "
                                  f"{channels} channels (shape {array.shape})")
+        if len(mean) == len(std) == 1:  # NumPy scalars: the same values, less broadcasting
+            return mean[0], std[0]
         return mean[:, None, None], std[:, None, None]
 
     def __repr__(self) -> str:
