@@ -25,7 +25,7 @@ from typing import Any
 
 from ember import parallel
 from ember.autograd import FUNCTIONS, Function, register
-from ember.backend import xp
+from ember.backend import offset_empty, strided_friendly, xp
 from ember.ops.conv import Window, copy, fill_border, interior, pair
 from ember.tensor import Tensor
 
@@ -88,10 +88,11 @@ def tiles(win: Window) -> bool:
 
 
 def padded_image(x: Any, win: Window, fill: float) -> Any:
-    """x itself when every window lies inside it, else a padded copy filled with ``fill``."""
+    """x itself when every window lies inside it, else a padded copy filled with ``fill``.
+    Either way placed where its strided offset views run at full speed (offset_empty)."""
     if not win.padded and FAST_PATHS:
-        return x
-    img = xp.empty((win.n, win.c, win.hp, win.wp), x.dtype)
+        return strided_friendly(x)
+    img = offset_empty((win.n, win.c, win.hp, win.wp), x.dtype)
     fill_border(img, win, fill)
     copy(img[:, :, win.top:win.top + win.h, win.left:win.left + win.w], x)
     return img
@@ -119,7 +120,7 @@ def spread(g: Any, win: Window, which: Any = None) -> Any:
     offset views is several times slower than one strided copy. Big batches are split
     between threads by samples (ember.parallel)."""
     assign = FAST_PATHS and disjoint(win)
-    img = xp.empty((win.n, win.c, win.hp, win.wp), g.dtype)
+    img = offset_empty((win.n, win.c, win.hp, win.wp), g.dtype)  # written through views
     parallel.rows(functools.partial(_spread_into, win=win, assign=assign), img, g, which)
     return unpadded(img, win)
 

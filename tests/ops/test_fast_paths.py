@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import ember
+from ember.backend import offset_empty, strided_friendly
 from ember.ops.elementwise import sigmoid_in_place, stable_sigmoid
 
 
@@ -212,3 +213,51 @@ def test_mse_refuses_integer_inputs_as_torch_does():
         torch.nn.functional.mse_loss(torch.tensor([70000, 3]), torch.tensor([0, 0]))
     with pytest.raises(TypeError, match="mse_loss: expected floating-point"):
         ember.nn.functional.mse_loss(ints, ember.zeros(2, dtype="int32"))
+
+
+# ------------------------------------------------------------ pooling on realigned copies
+def _at_offset(array: np.ndarray, offset: int) -> np.ndarray:
+    """A copy of ``array`` whose data starts ``offset`` bytes past a 64-byte boundary."""
+    raw = np.empty(array.nbytes + 128, np.uint8)
+    start = (offset - raw.ctypes.data) % 64
+    out = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    assert out.ctypes.data % 64 == offset
+    return out
+
+
+def test_offset_empty_places_data_past_a_cache_line_boundary():
+    for shape, dtype in [((3, 5), np.float32), ((2, 3, 4), np.float64)]:
+        a = offset_empty(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+        assert a.ctypes.data % 64 == 16 and a.flags.writeable and a.flags.aligned
+    assert offset_empty((0, 3), np.float32).shape == (0, 3)
+
+
+@pytest.mark.parametrize("offset", [0, 4, 16, 32, 48])
+def test_strided_friendly_keeps_values_and_moves_only_badly_placed_big_arrays(offset):
+    x = _at_offset(np.arange(1 << 18, dtype=np.float32).reshape(64, 64, 64), offset)
+    y = strided_friendly(x)
+    np.testing.assert_array_equal(y, x)
+    assert (y is x) == (offset in (16, 32, 48))
+    assert y.ctypes.data % 64 in (16, 32, 48)
+    small = _at_offset(np.ones((4, 4), np.float32), offset)
+    assert strided_friendly(small) is small  # below 1 MiB nothing is copied
+
+
+@pytest.mark.parametrize("offset", [0, 4, 32])
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_pools_give_the_same_values_and_gradients_wherever_the_input_lies(offset, pool):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 16, 32, 32)).astype(np.float32)  # 2 MiB: realigned when bad
+    g = rng.standard_normal((8, 16, 16, 16)).astype(np.float32)
+    fn, tfn = {"max": (ember.nn.functional.max_pool2d, torch.nn.functional.max_pool2d),
+               "avg": (ember.nn.functional.avg_pool2d, torch.nn.functional.avg_pool2d)}[pool]
+    xe = ember.tensor(x, requires_grad=True)
+    xe.array = _at_offset(x, offset)  # the exact placement under test
+    fn(xe, 2).backward(ember.tensor(g))
+    xt = torch.tensor(x, requires_grad=True)
+    out = tfn(xt, 2)
+    out.backward(torch.tensor(g))
+    np.testing.assert_array_equal(fn(ember.tensor(xe.array), 2).numpy(), out.detach().numpy())
+    np.testing.assert_allclose(xe.grad.numpy(), xt.grad.numpy(), rtol=1e-6, atol=1e-7)
