@@ -204,6 +204,27 @@ class Function:
     seq = 0  # creation order: the backward pass runs ops newest first
     epoch = 0  # the count of in-place writes when the op ran (ember.tensor.note_inplace)
 
+    # The input tensors. A one- or two-input op keeps them as two attributes rather
+    # than a tuple: a recorded op then leaves one object fewer for Python's cyclic
+    # garbage collector to track, which long chains of small ops pay for
+    # (docs/performance.md, sections 10 and 11). ``parents`` reads either form.
+    _first = _second = _inputs = None
+
+    @property
+    def parents(self) -> Sequence[Any]:
+        """The input tensors, in order (a tuple; a list once backward has released
+        some of them)."""
+        inputs = self._inputs
+        if inputs is not None:
+            return inputs
+        if self._second is not None:
+            return (self._first, self._second)
+        return (self._first,) if self._first is not None else ()
+
+    @parents.setter
+    def parents(self, inputs: Sequence[Any]) -> None:
+        self._inputs, self._first, self._second = inputs, None, None
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._apply = _make_apply(cls)
@@ -280,7 +301,12 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
         result = _new_tensor(Tensor)
         result.array, result.grad, result._retains_grad = out, None, False
         if True in needs and mode.enabled and cls.differentiable:
-            fn.parents = inputs
+            if n == 2:
+                fn._first, fn._second = inputs
+            elif n == 1:
+                fn._first = inputs[0]
+            else:
+                fn._inputs = inputs
             fn.needs_input_grad = needs
             if extra:  # kept for graph pictures and ONNX export (default: none)
                 fn.attrs = (attrs, kwargs)
