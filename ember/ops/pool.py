@@ -88,8 +88,9 @@ def tiles(win: Window) -> bool:
 
 
 def padded_image(x: Any, win: Window, fill: float) -> Any:
-    """x itself when every window lies inside it, else a padded copy filled with ``fill``.
-    Either way placed where its strided offset views run at full speed (offset_empty)."""
+    """x itself when every window lies inside it, else a padded copy filled with ``fill``;
+    either way placed where its strided offset views run at full speed (x is copied when
+    it is not: ``strided_friendly``)."""
     if not win.padded and FAST_PATHS:
         return strided_friendly(x)
     img = offset_empty((win.n, win.c, win.hp, win.wp), x.dtype)
