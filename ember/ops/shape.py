@@ -23,9 +23,10 @@ def shape_args(args: Sequence[Any]) -> tuple:
 
 
 def _dim(d: int, ndim: int) -> int:
-    if not -max(ndim, 1) <= d < max(ndim, 1):
+    n = ndim or 1  # a 0-d tensor accepts dims -1 and 0, as in torch
+    if not -n <= d < n:
         raise IndexError(f"dim {d} is out of range for a tensor with {ndim} dims")
-    return d % max(ndim, 1)
+    return d % n
 
 
 @register("reshape", "view")
@@ -275,13 +276,14 @@ class Clone(Function):
 @register_composed("flatten")
 def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Merge dims ``start_dim..end_dim`` into one."""
-    if x.ndim == 0:
+    shape = x.array.shape  # read once: this runs in every MLP's forward
+    ndim = len(shape)
+    if ndim == 0:
         return x.reshape(1)
-    start, end = _dim(start_dim, x.ndim), _dim(end_dim, x.ndim)
+    start, end = _dim(start_dim, ndim), _dim(end_dim, ndim)
     if start == end:  # nothing to merge: the input itself, as torch returns it
         return x
-    merged = math.prod(x.shape[start:end + 1])
-    return x.reshape(x.shape[:start] + (merged,) + x.shape[end + 1:])
+    return x.reshape(shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])
 
 
 @register_composed("unflatten")
