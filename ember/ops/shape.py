@@ -278,9 +278,9 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Merge dims ``start_dim..end_dim`` into one."""
     shape = x.array.shape  # read once: this runs in every MLP's forward
     ndim = len(shape)
+    start, end = _dim(start_dim, ndim), _dim(end_dim, ndim)
     if ndim == 0:
         return x.reshape(1)
-    start, end = _dim(start_dim, ndim), _dim(end_dim, ndim)
     if start == end:  # nothing to merge: the input itself, as torch returns it
         return x
     return x.reshape(shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])

@@ -50,6 +50,16 @@ def test_flatten_with_nothing_to_merge_returns_the_input_as_torch_does():
     assert merged is not y and merged.shape == (12,)
 
 
+def test_flatten_checks_dims_as_torch_does_including_0d():
+    scalar = ember.tensor(1.0)
+    assert scalar.flatten().shape == scalar.flatten(-1, 0).shape == (1,)
+    for x, dim in ((scalar, 1), (ember.ones(2, 3), 2), (ember.ones(2, 3), -3)):
+        with pytest.raises(IndexError, match="out of range"):
+            x.flatten(dim)
+        with pytest.raises(IndexError):
+            torch.ones(tuple(x.shape)).flatten(dim)
+
+
 def cross_entropy_and_grad(logits, target, reduction, **kwargs):
     x = ember.tensor(logits, dtype=logits.dtype, requires_grad=True)
     out = ember.nn.functional.cross_entropy(x, ember.tensor(target), reduction=reduction,
