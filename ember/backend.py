@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as xp
 
-__all__ = ["xp", "tune_malloc", "offset_empty", "strided_friendly"]
+__all__ = ["xp", "tune_malloc", "address", "offset_empty", "strided_friendly"]
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
@@ -53,6 +53,7 @@ FRIENDLY_MIN_BYTES = 1 << 20  # smaller arrays showed no difference
 
 
 def address(array: Any) -> int:
+    """Where an array's data starts in memory (NumPy arrays)."""
     return array.__array_interface__["data"][0]
 
 

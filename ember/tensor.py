@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from ember import dtypes, random
-from ember.backend import xp
+from ember.backend import address, xp
 
 __all__ = ["Tensor", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty",
            "arange", "linspace", "eye", "rand", "randn", "randint", "zeros_like", "ones_like",
@@ -342,7 +342,7 @@ def _write_record(array: Any) -> tuple:
     owner = array.base
     if type(owner) is not ndarray:  # the array owns its memory (parameters, most tensors)
         return weakref.ref(array), None
-    offset = array.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+    offset = address(array) - address(owner)
     return weakref.ref(owner), (array.shape, array.dtype, offset, array.strides)
 
 
