@@ -270,6 +270,9 @@ ROWS = [
     row("getitem", [((4, 5),)], lambda a: a[:, T.tensor([4, 0, 4])] if isinstance(a, T.Tensor)
         else a[:, E.tensor([4, 0, 4])]),
     row("getitem", [((4, 5),)], lambda a: a[a > 0]),
+    # an integer with an index array: torch selects first (NumPy would move the dims)
+    row("getitem", [((2, 3, 4),)], lambda a: a[0, :, [1, 1, 3]]),
+    row("getitem", [((2, 3, 4),)], lambda a: a[1, None, :, [0, 2]]),
     row("getitem", [((4, 5),)], lambda a: a[(a > 0).any(1) if isinstance(a, T.Tensor)
                                             else E.tensor((a.array > 0).any(1))]),
     row("gather", [((3, 4), (3, 2))], lambda a, i: a.gather(1, i), gen=values_and_index(1, 4)),

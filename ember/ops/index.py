@@ -19,19 +19,49 @@ def _has_int_array(index: Any) -> bool:
     return any(isinstance(p, xp.ndarray) and p.dtype.kind in "iu" for p in parts)
 
 
+def _selections_first(index: Any) -> tuple | None:
+    """torch's order for an index that mixes integers with index arrays: the integers
+    select first, then the rest indexes what is left. NumPy counts the integers as
+    index arrays instead, which moves the result's dims: for a (1, 2, 1) ``x``,
+    ``x[0, :, [0]]`` is (2, 1) in torch but (1, 2) in NumPy. Returns (selections, rest),
+    or None when NumPy's single step gives torch's result already."""
+    parts = index if isinstance(index, tuple) else (index,)
+    if not any(_is_int(p) for p in parts) or not any(
+            isinstance(p, xp.ndarray) and p.ndim > 0 for p in parts):
+        return None
+    selections, rest = [], []
+    for p in parts:
+        if _is_int(p):
+            selections.append(p)
+        elif p is None:
+            rest.append(p)
+        else:
+            consumed = p.ndim if isinstance(p, xp.ndarray) and p.dtype == bool else 1
+            selections += [p] if p is Ellipsis else [slice(None)] * consumed
+            rest.append(p)
+    return tuple(selections), tuple(rest)
+
+
 @register("getitem", "__getitem__")
 class GetItem(Function):
     def forward(self, a, index):
         index = _plain_index(index)
         self.index, self.in_shape = index, a.shape
-        return a[index]
+        self.steps = _selections_first(index)
+        if self.steps is None:
+            return a[index]
+        selections, rest = self.steps
+        return a[selections][rest]
 
     def backward(self, g):  # put the gradient back where it was read from
         grad = xp.zeros(self.in_shape, g.dtype)
-        if _has_int_array(self.index):
-            xp.add.at(grad, self.index, g)  # repeated indices accumulate
+        target, index = grad, self.index
+        if self.steps is not None:  # the selections are a view: write through it
+            target, index = grad[self.steps[0]], self.steps[1]
+        if _has_int_array(index):
+            xp.add.at(target, index, g)  # repeated indices accumulate
         else:
-            grad[self.index] = g
+            target[index] = g
         return grad
 
     def to_onnx(self, g, inputs, output):
