@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ember.backend import xp
 
-__all__ = ["matmul", "axpy", "set_num_threads", "get_num_threads", "MULTITHREAD_FLOPS"]
+__all__ = ["matmul", "axpy", "set_num_threads", "get_num_threads", "one_thread",
+           "MULTITHREAD_FLOPS"]
 
 MULTITHREAD_FLOPS = 1e8
 """Products of fewer floating-point operations (2*M*K*N per BLAS call) run on one thread."""
@@ -124,6 +127,24 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
         return _np_matmul(a, b, out=out)
     finally:
         pool.set(threads)
+
+
+@contextmanager
+def one_thread() -> Iterator[int]:
+    """Run the block's products on one BLAS thread each; yields the pool's size before.
+
+    For callers that split work between their own threads (``ember.parallel``): each
+    thread's products then run where they are called, with no hand-offs between
+    threads that compete for the same cores."""
+    pool = _blas_pool()
+    threads = int(pool.get()) if pool is not None else 1
+    if threads > 1:
+        pool.set(1)
+    try:
+        yield threads
+    finally:
+        if threads > 1:
+            pool.set(threads)
 
 
 _byref = ctypes.byref

@@ -40,7 +40,7 @@ from typing import Any
 
 from ember import blas
 
-__all__ = ["rows", "map_rows", "set_enabled", "MIN_BYTES"]
+__all__ = ["rows", "map_rows", "spans", "set_enabled", "MIN_BYTES"]
 
 MIN_BYTES = 1 << 21  # 2 MiB: smaller calls finish in about the time a hand-off takes
 _enabled = os.environ.get("EMBER_PARALLEL", "0") == "1"
@@ -109,3 +109,13 @@ def rows(fn: Callable[..., Any], *arrays: Any, enabled: bool | None = None) -> N
     """``fn(*arrays)``, run as ``fn(*[a[i:j] for a in arrays])`` on row blocks in parallel
     when the first array is big. ``fn``'s result is dropped: it must write in place."""
     map_rows(fn, *arrays, enabled=enabled)
+
+
+def spans(fn: Callable[[int, int], Any], n: int, threads: int) -> list:
+    """``[fn(lo, hi) for each of `threads` contiguous parts of range(n)]``, the parts run
+    in parallel (the first on the calling thread). For callers that loop over blocks of
+    a batch themselves and keep buffers per thread (ember/ops/conv_blocked.py)."""
+    threads = max(1, min(threads, n))
+    bounds = [n * i // threads for i in range(threads + 1)]
+    futures = [_pool(threads).submit(fn, bounds[i], bounds[i + 1]) for i in range(1, threads)]
+    return [fn(bounds[0], bounds[1])] + [future.result() for future in futures]

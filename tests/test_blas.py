@@ -127,3 +127,13 @@ def test_without_a_reachable_pool_axpy_declines(monkeypatch):
     y = np.ones(blas.AXPY_MIN_SIZE, np.float32)
     assert blas.axpy(1.0, np.ones_like(y), y) is False
     assert (y == 1).all()
+
+
+def test_one_thread_sets_one_and_restores_the_pool_even_on_error(two_threads):
+    before = blas.get_num_threads()
+    with blas.one_thread() as previous:
+        assert previous == before and blas.get_num_threads() == 1
+    assert blas.get_num_threads() == before
+    with pytest.raises(KeyError), blas.one_thread():
+        raise KeyError("inside")
+    assert blas.get_num_threads() == before

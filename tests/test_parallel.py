@@ -99,3 +99,20 @@ def test_off_by_default_unless_the_environment_asks(monkeypatch):
     assert importlib.reload(parallel)._enabled is True
     monkeypatch.delenv("EMBER_PARALLEL")
     importlib.reload(parallel)
+
+
+@pytest.mark.parametrize("n, threads", [(7, 3), (2, 3), (5, 1), (1, 2)])
+def test_spans_cover_the_range_once_in_order(n, threads):
+    """spans: contiguous parts of range(n), at most n of them, results in part order,
+    every part but the first on a pool thread."""
+    seen = []
+
+    def part(lo, hi):
+        seen.append(threading.current_thread().name.startswith("ember-parallel"))
+        return list(range(lo, hi))
+
+    results = parallel.spans(part, n, threads)
+    assert len(results) == min(n, threads)
+    assert [i for r in results for i in r] == list(range(n))
+    assert all(r for r in results)  # no empty part
+    assert sorted(seen) == [False] + [True] * (len(results) - 1)

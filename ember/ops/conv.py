@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ember import parallel
+from ember.ops import conv_blocked
 from ember.autograd import FUNCTIONS, Function, register, register_composed
 from ember.backend import xp
 from ember.tensor import Tensor
@@ -38,6 +39,7 @@ __all__ = ["Window", "conv2d", "conv1d", "conv_transpose2d", "to_columns", "from
 WIDE_OVERHEAD = 0.5  # compute wide rows when the garbage columns cost at most this fraction
 GRAD_CONV_MAX_RATIO = 2.0  # input gradient as a convolution while C_out <= this * C_in
 BACK_COLUMNS_BYTES = 32 << 20  # the backward columns of a stride-1 conv, batch slice by slice
+BLOCKED = True  # stride-1 layers above the per-sample size: conv_blocked (tests switch it off)
 
 
 # ---------------------------------------------------------------- arguments
@@ -446,6 +448,10 @@ class Conv2d(Function):
     def forward(self, x, weight, bias=None, *, window, groups):
         self.window, self.groups, self.has_bias = window, groups, bias is not None
         self.per_sample = per_sample(window, weight.shape[0])
+        self.blocked = not self.per_sample and blocked(window, groups)
+        if self.blocked:  # the batch in cache-sized blocks; the input serves the backward
+            self.save(x, weight)
+            return conv_blocked.forward(x, weight.reshape(weight.shape[0], -1), window, bias)
         if self.per_sample:
             cols = sample_columns(x, window)
             self.save(cols, weight)
@@ -464,7 +470,9 @@ class Conv2d(Function):
     def backward(self, g):
         saved, weight = self.saved
         win, groups, need = self.window, self.groups, self.needs_input_grad
-        if self.per_sample:
+        if self.blocked:
+            gx, gw = blocked_conv_grads(g, saved, weight, win, need)
+        elif self.per_sample:
             gx, gw = sample_conv_grads(g, saved, weight, win, groups, need)
         elif self.keeps_input and not need[0] and win.c < weight.shape[0]:
             # only the weight gradient (e.g. a first layer): the input's columns are the
@@ -483,6 +491,24 @@ class Conv2d(Function):
         g.node("Conv", inputs, output, kernel_shape=[w.kh, w.kw], strides=[w.sh, w.sw],
                dilations=[w.dh, w.dw], pads=[w.top, w.left, w.bottom, w.right],
                group=self.groups)
+
+
+def blocked(win: Window, groups: int) -> bool:
+    """Whether conv2d takes the cache-blocked path (ember/ops/conv_blocked.py): one group,
+    and an input gradient that is a stride-1 convolution of the output gradient."""
+    return BLOCKED and groups == 1 and gradient_padding(win) is not None
+
+
+def blocked_conv_grads(g: Any, x: Any, weight: Any, win: Window, need: tuple) -> tuple:
+    """Input and weight gradients in cache-sized blocks of the batch: ``gx`` is the
+    output gradient convolved with the flipped kernel, ``gW`` sums ``g @ columns^T``."""
+    gx = gw = None
+    if need[0]:
+        flipped = flipped_weight(weight, 1).reshape(win.c, -1)
+        gx = conv_blocked.forward(g, flipped, gradient_window(g.shape, win))
+    if need[1]:
+        gw = conv_blocked.weight_grad(x, g, win).reshape(weight.shape)
+    return gx, gw
 
 
 def conv_grads(g: Any, cols: Any, weight: Any, win: Window, groups: int, need: tuple) -> tuple:

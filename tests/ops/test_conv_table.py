@@ -328,6 +328,7 @@ def test_per_sample_layout_equals_long_layout(monkeypatch, shapes, kwargs, grad_
 
     per_sample = run()
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    monkeypatch.setattr(conv, "BLOCKED", False)  # the whole-batch layout
     long_layout = run()
     for a, b_ in zip(per_sample, long_layout):
         assert a.flags.c_contiguous
@@ -484,6 +485,7 @@ def test_threaded_copies_equal_the_single_threaded_path(monkeypatch, sample_layo
     x, w, b = rng.standard_normal((5, 4, 9, 8)), rng.standard_normal((6, 4, 3, 3)), \
         rng.standard_normal(6)
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", sample_layout)
+    monkeypatch.setattr(conv, "BLOCKED", False)  # its own test splits blocks by threads
 
     def run():
         results = []
@@ -531,6 +533,7 @@ def test_weight_gradient_from_the_backward_columns_matches_torch(monkeypatch, sh
     slices of the batch (the last one shorter for a batch of 3)."""
     from ember.ops import conv
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    monkeypatch.setattr(conv, "BLOCKED", False)  # the whole-batch layout
     monkeypatch.setattr(conv, "GRAD_CONV_MAX_RATIO", 100.0)
     calls = []
     if samples_per_slice:  # a slice's columns: C_out*kh*kw*oh*ow per sample (float64)
@@ -566,6 +569,7 @@ def test_weight_gradient_alone_uses_the_smaller_columns_and_matches_torch(monkey
     rebuilt (smaller than the output gradient's); otherwise the backward columns serve."""
     from ember.ops import conv
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    monkeypatch.setattr(conv, "BLOCKED", False)  # the whole-batch layout
     calls = []
     for name in ("conv_grads", "back_conv_grads"):
         real = getattr(conv, name)
@@ -581,3 +585,81 @@ def test_weight_gradient_alone_uses_the_smaller_columns_and_matches_torch(monkey
     TF.conv2d(torch.tensor(x), tw, padding=1).backward(torch.tensor(g))
     np.testing.assert_allclose(ew.grad.array, tw.grad.numpy(), rtol=1e-7, atol=1e-9)
     assert calls == ["conv_grads" if c_in < c_out else "back_conv_grads"]
+
+
+# ---------------------------------------------------------------- cache-blocked path
+BLOCKED_CASES = [
+    (((5, 4, 9, 8), (6, 4, 3, 3)), dict(padding=1)),
+    (((5, 3, 10, 9), (2, 3, 5, 5)), dict(padding=2)),
+    (((3, 4, 11, 10), (4, 4, 3, 2)), dict(padding="same", dilation=(2, 1))),
+    (((3, 2, 8, 7), (4, 2, 3, 3)), dict()),                 # no padding
+    (((4, 3, 7, 9), (5, 3, 2, 3)), dict(padding=(1, 0))),  # uneven kernel and padding
+]
+
+
+@pytest.mark.parametrize("shapes,kwargs", BLOCKED_CASES)
+@pytest.mark.parametrize("per_block, threads", [(None, True), (2, True), (2, False), (1, 3)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_blocked_conv_matches_torch(monkeypatch, shapes, kwargs, per_block, threads, bias):
+    """conv_blocked: output and all gradients against torch in float64, with one block
+    or blocks of 1-2 samples (a shorter last one), on one, two or three threads."""
+    from ember import blas
+    from ember.ops import conv, conv_blocked
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    if per_block:  # bytes of one sample's columns, float64
+        out_hw = np.prod(TF.conv2d(torch.zeros(shapes[0]), torch.zeros(shapes[1]),
+                                   **kwargs).shape[2:])
+        monkeypatch.setattr(conv_blocked, "BLOCK_BYTES",
+                            per_block * int(np.prod(shapes[1][1:]) * out_hw) * 8)
+    if threads == 3:
+        monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
+    else:
+        monkeypatch.setattr(conv_blocked, "THREADS", threads)
+    rng = np.random.default_rng(10)
+    arrays = [rng.standard_normal(s) for s in shapes] + [rng.standard_normal(shapes[1][0])]
+    arrays = arrays if bias else arrays[:2]
+    ts = [ember.tensor(a, dtype=ember.float64, requires_grad=True) for a in arrays]
+    out = F.conv2d(*ts, **kwargs)
+    assert out.grad_fn.blocked and out.array.flags.c_contiguous
+    g = np.cos(np.arange(out.numel())).reshape(out.shape)
+    out.backward(ember.tensor(g, dtype=ember.float64))
+    tt = [torch.tensor(a, requires_grad=True) for a in arrays]
+    expected = TF.conv2d(*tt, **kwargs)
+    expected.backward(torch.tensor(g))
+    np.testing.assert_allclose(out.array, expected.detach().numpy(), rtol=1e-9, atol=1e-11)
+    for mine, theirs in zip(ts, tt):
+        np.testing.assert_allclose(mine.grad.array, theirs.grad.numpy(), rtol=1e-9,
+                                   atol=1e-11)
+
+
+def test_blocked_conv_float32_weight_gradient_alone(monkeypatch):
+    """A first layer (input without grad) in float32: only the weight gradient is built."""
+    from ember.ops import conv, conv_blocked
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    called = []
+    real = conv_blocked.forward
+    monkeypatch.setattr(conv_blocked, "forward", lambda *a: called.append(1) or real(*a))
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal((3, 3, 12, 12)), rng.standard_normal((8, 3, 3, 3))
+    ew = ember.tensor(w, requires_grad=True)
+    out = F.conv2d(ember.tensor(x), ew, padding=1)
+    out.sum().backward()
+    assert len(called) == 1  # the forward only: no input gradient was computed
+    tw = torch.tensor(w, dtype=torch.float32, requires_grad=True)
+    TF.conv2d(torch.tensor(x, dtype=torch.float32), tw, padding=1).sum().backward()
+    assert ew.grad.dtype == ember.float32
+    np.testing.assert_allclose(ew.grad.array, tw.grad.numpy(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("kwargs, blocked", [
+    (dict(padding=1), True),
+    (dict(padding=1, stride=2), False),      # input gradient is no stride-1 convolution
+    (dict(padding=1, groups=2), False),      # one group only
+    (dict(padding=3), False),                 # padding beyond the kernel's reach
+])
+def test_blocked_path_is_taken_only_where_it_applies(monkeypatch, kwargs, blocked):
+    from ember.ops import conv
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    out = F.conv2d(ember.zeros(2, 4, 8, 8, requires_grad=True), ember.zeros(4, 4, 3, 3)
+                   if "groups" not in kwargs else ember.zeros(4, 2, 3, 3), **kwargs)
+    assert out.grad_fn.blocked is blocked
