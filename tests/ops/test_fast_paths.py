@@ -171,6 +171,58 @@ def test_threaded_batch_norm_and_relu_equal_the_one_thread_path(monkeypatch):
         np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("samples_per_block, threads", [(1, 1), (2, 1), (3, 3), (100, 1)])
+def test_batch_norm_in_blocks_of_samples_matches_torch(monkeypatch, samples_per_block,
+                                                       threads):
+    """Batch norm works through the batch in blocks (the last one shorter) and combines
+    the blocks' moments (Chan et al.): output, all gradients and running statistics
+    against torch in float64, on one thread or three."""
+    from ember import blas, parallel
+    from ember.ops import nn as nn_ops
+    shape = (7, 3, 4, 5)
+    monkeypatch.setattr(nn_ops, "BN_BLOCK_BYTES", samples_per_block * 3 * 4 * 5 * 8)
+    if threads > 1:
+        monkeypatch.setattr(parallel, "MIN_BYTES", 0)
+        monkeypatch.setattr(parallel, "_enabled", True)
+        monkeypatch.setattr(blas, "get_num_threads", lambda: threads)
+    rng = np.random.default_rng(3)
+    data, g = rng.normal(-4.0, 2.5, shape), rng.standard_normal(shape)
+    w, b = rng.standard_normal(3), rng.standard_normal(3)
+    mine = [ember.tensor(a, dtype=ember.float64, requires_grad=True) for a in (data, w, b)]
+    stats = [ember.zeros(3, dtype=ember.float64), ember.ones(3, dtype=ember.float64)]
+    out = ember.nn.functional.batch_norm(mine[0], *stats, mine[1], mine[2], training=True)
+    out.backward(ember.tensor(g, dtype=ember.float64))
+    theirs = [torch.tensor(a, requires_grad=True) for a in (data, w, b)]
+    expected_stats = [torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)]
+    expected = torch.nn.functional.batch_norm(theirs[0], *expected_stats, theirs[1], theirs[2],
+                                              training=True)
+    expected.backward(torch.tensor(g))
+    np.testing.assert_allclose(out.array, expected.detach().numpy(), rtol=1e-12, atol=1e-12)
+    for m, t in zip(mine, theirs):
+        np.testing.assert_allclose(m.grad.array, t.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for m, t in zip(stats, expected_stats):
+        np.testing.assert_allclose(m.array, t.numpy(), rtol=1e-12)
+
+
+def test_batch_norm_statistics_stay_accurate_for_a_large_mean_in_float32(monkeypatch):
+    """A channel at 1000 +- 0.01 in float32: the blocks' moments are combined about their
+    own means, so the variance keeps its digits (sum(x^2) - n mean^2 would lose them)."""
+    from ember.ops import nn as nn_ops
+    monkeypatch.setattr(nn_ops, "BN_BLOCK_BYTES", 2 * 2 * 64 * 4)  # 2 samples per block
+    rng = np.random.default_rng(4)
+    data = (1000.0 + 0.01 * rng.standard_normal((9, 2, 64))).astype(np.float32)
+    mean, var = nn_ops.batch_moments(data)
+    exact = data.astype(np.float64)
+    np.testing.assert_allclose(mean, exact.mean(axis=(0, 2)), rtol=1e-6)
+    np.testing.assert_allclose(var, exact.var(axis=(0, 2)), rtol=1e-3)
+
+
+def test_batch_norm_of_an_empty_batch_is_empty_like_torch():
+    x = ember.zeros(0, 3, 4, 4, requires_grad=True)
+    out = ember.nn.functional.batch_norm(x, None, None, training=True)
+    assert out.shape == (0, 3, 4, 4)
+
+
 @pytest.mark.parametrize("width", [3, 300])  # a cached identity's rows; a scatter past 256
 @pytest.mark.parametrize("classes, message", [([0, -1], "non-negative, got -1"),
                                               ([0, 3], "class value 3 is out of range"),
