@@ -451,8 +451,7 @@ class Conv2d(Function):
         self.blocked = not self.per_sample and blocked(window, groups)
         if self.blocked:  # the batch in cache-sized blocks; the input serves the backward
             self.save(x, weight)
-            return conv_blocked.forward(padded_flat(x, window),
-                                        weight.reshape(weight.shape[0], -1), window, bias)
+            return conv_blocked.forward(x, weight.reshape(weight.shape[0], -1), window, bias)
         if self.per_sample:
             cols = sample_columns(x, window)
             self.save(cols, weight)
@@ -507,9 +506,9 @@ def blocked_conv_grads(g: Any, x: Any, weight: Any, win: Window, need: tuple) ->
     if need[0]:
         flipped = flipped_weight(weight, 1).reshape(win.c, -1)
         back = gradient_window(g.shape, win)
-        gx = conv_blocked.forward(padded_flat(g, back), flipped, back)
+        gx = conv_blocked.forward(g, flipped, back)
     if need[1]:
-        gw = conv_blocked.weight_grad(padded_flat(x, win), g, win).reshape(weight.shape)
+        gw = conv_blocked.weight_grad(x, g, win).reshape(weight.shape)
     return gx, gw
 
 

@@ -12,7 +12,10 @@ backward 20-35% faster than the whole-batch layout, e.g. 81 -> 55 ms for
 24 -> 24 channels at 32x32.
 
 Stride-1 windows use conv's wide layout (each output row computed over the whole
-padded row): a kernel tap of one channel is then one contiguous run to copy.
+padded row): a kernel tap of one channel is then one contiguous run to copy. Padding
+is done per block too, into a buffer whose zero frame is written once per thread
+(``_PaddedBlock``): padding the whole batch cost ~1 ms per layer and pass, most of it
+writing the frame's left and right columns one element per row.
 
 ``forward`` is the convolution; the input gradient of a stride-1 convolution is
 ``forward`` of the output gradient with the flipped kernel (``conv.Conv2d``), and
@@ -37,21 +40,35 @@ THREADS = True  # split the batch between BLAS's thread count (tests switch it o
 _as_strided = xp.lib.stride_tricks.as_strided
 
 
-def _taps(buf: Any, win: Any, start: int, count: int, samples_first: bool) -> Any:
-    """A read-only view of the kernel taps of samples ``start:start+count`` of the flat
-    padded input ``buf`` (``conv.padded_flat``): (count, c, kh, kw, oh, wq) when
-    ``samples_first``, else (c, kh, kw, count, oh, wq). In the wide layout (wq = wp)
-    one tap of one channel is a single contiguous run of oh*wp elements, which NumPy
-    copies about 3x faster than rows of ow (the extra columns are dropped later)."""
-    item, plane = buf.itemsize, win.hp * win.wp
-    sample, tap = win.c * plane * item, (plane * item, win.dh * win.wp * item, win.dw * item)
-    pixel = (win.sh * win.wp * item, win.sw * item)
-    sizes = (win.c, win.kh, win.kw)
-    if samples_first:
-        shape, strides = (count, *sizes, win.oh, win.wq), (sample, *tap, *pixel)
-    else:
-        shape, strides = (*sizes, count, win.oh, win.wq), (*tap, sample, *pixel)
-    return _as_strided(buf[start * win.c * plane:], shape, strides, writeable=False)
+class _PaddedBlock:
+    """One thread's zero-padded copy of a block of samples, flat with ``win.slack``
+    elements to spare (the last wide row reads past the image). Its frame and slack are
+    zeroed once; each block then only copies its samples into the inside, in cache,
+    so the batch is never padded as a whole."""
+
+    def __init__(self, dtype: Any, win: Any, size: int) -> None:
+        self.win, self.sample = win, win.c * win.hp * win.wp
+        self.buf = xp.zeros(size * self.sample + win.slack, dtype)
+        img = self.buf[:size * self.sample].reshape(size, win.c, win.hp, win.wp)
+        self.inside = img[:, :, win.top:win.top + win.h, win.left:win.left + win.w]
+
+    def load(self, x: Any, start: int, count: int) -> None:
+        xp.copyto(self.inside[:count], x[start:start + count])
+
+    def taps(self, count: int, samples_first: bool) -> Any:
+        """A read-only view of the kernel taps of the loaded samples: (count, c, kh, kw,
+        oh, wq) when ``samples_first``, else (c, kh, kw, count, oh, wq). In the wide
+        layout (wq = wp) one tap of one channel is a single contiguous run of oh*wp
+        elements, which NumPy copies about 3x faster than rows of ow."""
+        win, item, plane = self.win, self.buf.itemsize, self.win.hp * self.win.wp
+        tap = (plane * item, win.dh * win.wp * item, win.dw * item)
+        pixel, sample = (win.sh * win.wp * item, win.sw * item), self.sample * item
+        sizes = (win.c, win.kh, win.kw)
+        if samples_first:
+            shape, strides = (count, *sizes, win.oh, win.wq), (sample, *tap, *pixel)
+        else:
+            shape, strides = (*sizes, count, win.oh, win.wq), (*tap, sample, *pixel)
+        return _as_strided(self.buf, shape, strides, writeable=False)
 
 
 def _samples_per_block(win: Any, itemsize: int) -> int:
@@ -64,21 +81,23 @@ def _spans(run: Any, n: int) -> list:
         return parallel.spans(run, n, threads if THREADS else 1)
 
 
-def forward(buf: Any, weight: Any, win: Any, bias: Any = None) -> Any:
-    """``conv2d`` of the flat padded input ``buf`` (``conv.padded_flat``) by a
-    (C_out, c*kh*kw) weight matrix, plus an optional (C_out,) bias: (n, C_out, oh, ow)."""
+def forward(x: Any, weight: Any, win: Any, bias: Any = None) -> Any:
+    """``conv2d`` of an (n, c, h, w) input, padded as ``win`` says, by a (C_out, c*kh*kw)
+    weight matrix, plus an optional (C_out,) bias: (n, C_out, oh, ow)."""
     c_out, length = weight.shape[0], win.oh * win.wq
-    out = xp.empty((win.n, c_out, win.oh, win.ow), buf.dtype)
-    per_block = _samples_per_block(win, buf.itemsize)
+    out = xp.empty((win.n, c_out, win.oh, win.ow), x.dtype)
+    per_block = _samples_per_block(win, x.itemsize)
     column = bias.reshape(c_out, 1, 1) if bias is not None else None
 
     def run(lo: int, hi: int) -> None:
         size = min(per_block, hi - lo)
-        cols = xp.empty((size, weight.shape[1], length), buf.dtype)
-        products = xp.empty((size, c_out, length), buf.dtype)
+        padded = _PaddedBlock(x.dtype, win, size)
+        cols = xp.empty((size, weight.shape[1], length), x.dtype)
+        products = xp.empty((size, c_out, length), x.dtype)
         for start in range(lo, hi, per_block):
             count = min(per_block, hi - start)
-            taps = _taps(buf, win, start, count, True)
+            padded.load(x, start, count)
+            taps = padded.taps(count, True)
             xp.copyto(cols[:count].reshape(taps.shape), taps)  # the block's im2col
             product = xp.matmul(weight, cols[:count], out=products[:count])
             product = product.reshape(count, c_out, win.oh, win.wq)[..., :win.ow]
@@ -90,22 +109,23 @@ def forward(buf: Any, weight: Any, win: Any, bias: Any = None) -> Any:
     return out
 
 
-def weight_grad(buf: Any, g: Any, win: Any) -> Any:
-    """``sum over samples of g[s] @ columns[s]^T`` for an (n, C_out, oh, ow) output
-    gradient and the flat padded input ``buf``, as a (C_out, c*kh*kw) matrix (a
-    transposed view): one
-    product per block, with the block's pixels as its long inner dimension."""
+def weight_grad(x: Any, g: Any, win: Any) -> Any:
+    """``sum over samples of g[s] @ columns(x)[s]^T`` for an (n, C_out, oh, ow) output
+    gradient, as a (C_out, c*kh*kw) matrix (a transposed view): one product per block,
+    with the block's pixels as its long inner dimension."""
     c_out, rows = g.shape[1], win.c * win.kh * win.kw
-    per_block = _samples_per_block(win, buf.itemsize)
+    per_block = _samples_per_block(win, x.itemsize)
 
     def run(lo: int, hi: int) -> Any:
         size = min(per_block, hi - lo) * win.oh * win.wq
-        cols, grads = xp.empty(rows * size, buf.dtype), xp.empty(c_out * size, g.dtype)
+        padded = _PaddedBlock(x.dtype, win, min(per_block, hi - lo))
+        cols, grads = xp.empty(rows * size, x.dtype), xp.empty(c_out * size, g.dtype)
         total = xp.zeros((rows, c_out), g.dtype)  # transposed: see the product below
         part = xp.empty_like(total)
         for start in range(lo, hi, per_block):
             count = min(per_block, hi - start)
-            taps = _taps(buf, win, start, count, False)
+            padded.load(x, start, count)
+            taps = padded.taps(count, False)
             block = cols[:taps.size].reshape(taps.shape)
             xp.copyto(block, taps)
             g_block = grads[:c_out * count * win.oh * win.wq].reshape(
