@@ -16,12 +16,15 @@ The thread count follows ``ember.blas.get_num_threads()`` (so ``EMBER_NUM_THREAD
 and ``ember.blas.set_num_threads`` govern both) and is 1 when the BLAS pool is
 not found.
 
-**Off by default.** Each pass alone runs 1.2-1.4x faster on two threads, but a whole
-CIFAR training step ran ~8% *slower* (docs/performance.md, section 8): OpenBLAS's
-worker keeps spinning on the second core after every GEMM, and a copy thread
-competes with it. ``set_enabled(True)`` or ``EMBER_PARALLEL=1`` turns it on, e.g.
-for inference or on machines with cores to spare; the tests check both settings
-give the same results.
+**On by default** since session 6 (``set_enabled(False)`` or ``EMBER_PARALLEL=0``
+turns it off). It was off before: each pass alone ran 1.2-1.4x faster on two
+threads, but a whole CIFAR step ran ~8% slower, because OpenBLAS's worker kept
+spinning on the second core after every convolution GEMM and a copy thread
+competed with it (docs/performance.md, section 8). Convolutions now run their
+products on one BLAS thread per Python thread (ember/ops/conv_blocked.py), that
+worker stays idle, and the threaded passes make the CIFAR step 5-10% faster and
+LeNet-5 inference at batch 1000 ~15% faster (section 12). The tests check both
+settings give the same results.
 
 >>> out = np.empty((1000, 1000), np.float32)
 >>> previous = ember.parallel.set_enabled(True)
@@ -43,7 +46,7 @@ from ember import blas
 __all__ = ["rows", "map_rows", "spans", "set_enabled", "MIN_BYTES"]
 
 MIN_BYTES = 1 << 21  # 2 MiB: smaller calls finish in about the time a hand-off takes
-_enabled = os.environ.get("EMBER_PARALLEL", "0") == "1"
+_enabled = os.environ.get("EMBER_PARALLEL", "1") != "0"
 _executor: ThreadPoolExecutor | None = None
 
 

@@ -91,9 +91,11 @@ def test_a_forked_child_gets_a_working_pool(three_threads):
     pytest.fail("parallel.rows hung in a forked child")
 
 
-def test_off_by_default_unless_the_environment_asks(monkeypatch):
+def test_on_by_default_unless_the_environment_turns_it_off(monkeypatch):
     import importlib
     monkeypatch.delenv("EMBER_PARALLEL", raising=False)
+    assert importlib.reload(parallel)._enabled is True
+    monkeypatch.setenv("EMBER_PARALLEL", "0")
     assert importlib.reload(parallel)._enabled is False
     monkeypatch.setenv("EMBER_PARALLEL", "1")
     assert importlib.reload(parallel)._enabled is True
