@@ -43,7 +43,7 @@ from typing import Any
 
 from ember import blas
 
-__all__ = ["rows", "map_rows", "spans", "set_enabled", "MIN_BYTES"]
+__all__ = ["rows", "map_rows", "on_threads", "set_enabled", "MIN_BYTES"]
 
 MIN_BYTES = 1 << 21  # 2 MiB: smaller calls finish in about the time a hand-off takes
 _enabled = os.environ.get("EMBER_PARALLEL", "1") != "0"
@@ -114,11 +114,9 @@ def rows(fn: Callable[..., Any], *arrays: Any, enabled: bool | None = None) -> N
     map_rows(fn, *arrays, enabled=enabled)
 
 
-def spans(fn: Callable[[int, int], Any], n: int, threads: int) -> list:
-    """``[fn(lo, hi) for each of `threads` contiguous parts of range(n)]``, the parts run
-    in parallel (the first on the calling thread). For callers that loop over blocks of
-    a batch themselves and keep buffers per thread (ember/ops/conv_blocked.py)."""
-    threads = max(1, min(threads, n))
-    bounds = [n * i // threads for i in range(threads + 1)]
-    futures = [_pool(threads).submit(fn, bounds[i], bounds[i + 1]) for i in range(1, threads)]
-    return [fn(bounds[0], bounds[1])] + [future.result() for future in futures]
+def on_threads(fn: Callable[[], Any], threads: int) -> list:
+    """``[fn() for each of `threads` threads]``, run in parallel (the first on the calling
+    thread). For callers that share out their work themselves, e.g. by taking items
+    from one shared iterator (ember/ops/conv_blocked.py)."""
+    futures = [_pool(threads).submit(fn) for _ in range(1, threads)]
+    return [fn()] + [future.result() for future in futures]

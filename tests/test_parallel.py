@@ -103,18 +103,16 @@ def test_on_by_default_unless_the_environment_turns_it_off(monkeypatch):
     importlib.reload(parallel)
 
 
-@pytest.mark.parametrize("n, threads", [(7, 3), (2, 3), (5, 1), (1, 2)])
-def test_spans_cover_the_range_once_in_order(n, threads):
-    """spans: contiguous parts of range(n), at most n of them, results in part order,
-    every part but the first on a pool thread."""
-    seen = []
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_on_threads_runs_once_per_thread_sharing_one_iterator(threads):
+    """on_threads: fn runs once on each thread (the first on the caller), and threads
+    that take items from one shared iterator see every item exactly once."""
+    items = iter(range(50))
 
-    def part(lo, hi):
-        seen.append(threading.current_thread().name.startswith("ember-parallel"))
-        return list(range(lo, hi))
+    def take():
+        name = threading.current_thread().name
+        return name.startswith("ember-parallel"), [i for i in items]
 
-    results = parallel.spans(part, n, threads)
-    assert len(results) == min(n, threads)
-    assert [i for r in results for i in r] == list(range(n))
-    assert all(r for r in results)  # no empty part
-    assert sorted(seen) == [False] + [True] * (len(results) - 1)
+    results = parallel.on_threads(take, threads)
+    assert [pooled for pooled, _ in results] == [False] + [True] * (threads - 1)
+    assert sorted(i for _, got in results for i in got) == list(range(50))

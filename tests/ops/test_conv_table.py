@@ -663,3 +663,30 @@ def test_blocked_path_is_taken_only_where_it_applies(monkeypatch, kwargs, blocke
     out = F.conv2d(ember.zeros(2, 4, 8, 8, requires_grad=True), ember.zeros(4, 4, 3, 3)
                    if "groups" not in kwargs else ember.zeros(4, 2, 3, 3), **kwargs)
     assert out.grad_fn.blocked is blocked
+
+
+def test_blocked_conv_gives_the_same_bits_on_any_number_of_threads(monkeypatch):
+    """Threads take blocks in whatever order they finish, but each block's products are
+    the same and the weight gradient adds the blocks' parts in block order."""
+    from ember import blas
+    from ember.ops import conv, conv_blocked
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    monkeypatch.setattr(conv_blocked, "BLOCK_BYTES", 4 * 9 * 8 * 8 * 4)  # one sample per block
+    rng = np.random.default_rng(12)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in ((9, 4, 8, 8), (5, 4, 3, 3))]
+
+    def run():
+        ts = [ember.tensor(a, requires_grad=True) for a in arrays]
+        out = F.conv2d(*ts, padding=1)
+        out.backward(ember.tensor(np.sin(np.arange(out.numel())).reshape(out.shape),
+                                  dtype=ember.float32))
+        return [out.array] + [t.grad.array for t in ts]
+
+    monkeypatch.setattr(conv_blocked, "THREADS", False)
+    one = run()
+    monkeypatch.setattr(conv_blocked, "THREADS", True)
+    for threads in (2, 3):
+        monkeypatch.setattr(blas, "get_num_threads", lambda threads=threads: threads)
+        for _ in range(3):
+            for a, b_ in zip(one, run()):
+                np.testing.assert_array_equal(a, b_)
