@@ -21,6 +21,11 @@ the other order. For stride-1 windows the columns are "wide": each output row is
 over the whole padded row, so one kernel offset of one channel is a single
 contiguous run of OH*Wp elements and the im2col copy moves long runs; the few
 extra (garbage) columns are dropped by ``from_wide`` and zero in ``to_wide``.
+
+Which layout a conv2d takes: small layers (per-sample work up to ``SAMPLE_MAX_WORK``)
+keep per-sample columns (below); larger stride-1, one-group layers work through the
+batch in cache-sized blocks (ember/ops/conv_blocked.py, the CIFAR CNN's layers); the
+rest (strided, grouped) use the whole-batch (C*kh*kw, M) layout.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ writing the frame's left and right columns one element per row.
 ``weight_grad`` sums ``g @ columns^T`` block by block. Only ``groups == 1``.
 
 This is a blocking of the batch for the cache, not a loop over samples: a block
-holds as many samples as fit in ``BLOCK_BYTES`` (16 for a 96-channel 8x8 layer).
+holds as many samples as fit in ``BLOCK_BYTES`` (11 for a 96-channel 8x8 layer).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ember.backend import xp
 __all__ = ["forward", "weight_grad", "BLOCK_BYTES", "THREADS"]
 
 BLOCK_BYTES = 3 << 20  # columns per block: about a core's L2 (2 MiB here) plus some L3
-THREADS = True  # split the batch between BLAS's thread count (tests switch it off)
+THREADS = True  # as many threads as BLAS has take blocks (tests switch it off)
 
 _as_strided = xp.lib.stride_tricks.as_strided
 
