@@ -22,17 +22,21 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 class RssSampler:
     """Peak resident memory of this process, sampled from /proc/self/statm.
 
-    A daemon thread reads the resident page count every ``interval`` seconds.
+    A daemon thread reads the resident page count every ``interval`` seconds while
     ``track()`` measures one stretch of work: its value is the highest RSS seen
     during the stretch minus the RSS at its start (bytes). Spikes shorter than
-    the interval can be missed; the reading costs about 2 microseconds.
+    the interval can be missed; the reading costs about 2 microseconds. Outside
+    ``track()`` the thread sleeps on an event and never wakes: a thread waking every
+    2 ms slowed torch's LeNet-5 step by ~50% on this 2-core machine (its OpenMP
+    regions wait for whichever thread the wake-up displaced), so timed work must
+    run untracked (benchmarks/run.py tracks only the warm-up epoch).
     """
 
     def __init__(self, interval: float = 0.002) -> None:
         self.interval = interval
         self.fd = os.open("/proc/self/statm", os.O_RDONLY)
         self.peak = 0
-        self.active = False
+        self.active = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
         self.thread.start()
 
@@ -41,10 +45,10 @@ class RssSampler:
 
     def _loop(self) -> None:
         while True:
-            if self.active:
-                value = self.rss()
-                if value > self.peak:
-                    self.peak = value
+            self.active.wait()  # asleep, with no wake-ups, between tracked stretches
+            value = self.rss()
+            if value > self.peak:
+                self.peak = value
             time.sleep(self.interval)
 
     @contextmanager
@@ -52,11 +56,12 @@ class RssSampler:
         """``with sampler.track() as result: ...``; then ``result[0]`` is the peak increase."""
         result = [0]
         base = self.rss()
-        self.peak, self.active = base, True
+        self.peak = base
+        self.active.set()
         try:
             yield result
         finally:
-            self.active = False
+            self.active.clear()
             result[0] = max(self.peak, self.rss()) - base
 
 

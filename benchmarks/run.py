@@ -62,11 +62,14 @@ def run_case(case: Case, data, sampler: measure.RssSampler, quick: bool,
         # each round starts with the next framework, so none always runs right after
         # another one (whose epoch may leave caches, threads or the CPU's clock behind)
         for runner in runners[epoch % len(runners):] + runners[:epoch % len(runners)]:
+            # memory is sampled in the warm-up epoch only: the sampling thread's wake-ups
+            # would slow the timed epochs (torch's most: measure.RssSampler)
             seconds, grown = _epoch(runner, 1000 + epoch, warmup if epoch == 0 else None,
-                                    sampler)
-            stats[runner.name].memory.append(grown)
+                                    sampler if epoch == 0 else None)
             if epoch:
                 stats[runner.name].seconds.append(seconds)
+            else:
+                stats[runner.name].memory.append(grown)
         print(f"  {case.key} epoch {epoch}: " + ", ".join(
             f"{n} {s.seconds[-1]:.2f}s" for n, s in stats.items() if epoch and s.seconds),
             flush=True)
@@ -79,9 +82,15 @@ def run_case(case: Case, data, sampler: measure.RssSampler, quick: bool,
     return report.CaseResult(case, stats, macs, len(data.train_labels), len(data.test_labels))
 
 
-def _epoch(runner, seed: int, limit: int | None, sampler: measure.RssSampler) -> tuple:
-    """One (possibly partial) epoch: its seconds and its peak RSS rise in bytes."""
+def _epoch(runner, seed: int, limit: int | None,
+           sampler: measure.RssSampler | None) -> tuple:
+    """One (possibly partial) epoch: its seconds and, with a sampler, its peak RSS rise
+    in bytes (else None)."""
     measure.release_free_memory()
+    if sampler is None:
+        start = time.perf_counter()
+        runner.train_epoch(seed, limit)
+        return time.perf_counter() - start, None
     with sampler.track() as grown:
         start = time.perf_counter()
         runner.train_epoch(seed, limit)
@@ -125,9 +134,10 @@ def explanations() -> list[str]:
     return [
         "Seconds per epoch: median over the timed epochs, after a warm-up epoch (CIFAR: a "
         "few warm-up batches, then one timed epoch). Ratios below 1 mean ember is faster. "
-        "MB: the largest rise of resident memory (RSS) over its value at the start of an "
-        "epoch, sampled every 2 ms by a thread reading /proc/self/statm, after returning "
-        "freed heap memory to the OS (malloc_trim). Accuracy: on the test set after the last "
+        "MB: the largest rise of resident memory (RSS) over its value at the start of the "
+        "warm-up epoch, sampled every 2 ms by a thread reading /proc/self/statm, after "
+        "returning freed heap memory to the OS (malloc_trim); the sampling thread sleeps "
+        "during the timed epochs (its wake-ups slowed torch's LeNet-5 by ~50%). Accuracy: on the test set after the last "
         "epoch. GFLOP/epoch: 6 x forward multiply-accumulates of the Linear and Conv2d "
         "layers x training images (training = forward + input-gradient + weight-gradient "
         "products; elementwise work, pooling, normalisation and the optimizer are not "

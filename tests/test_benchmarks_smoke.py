@@ -220,3 +220,23 @@ def test_trajectory_check_sees_the_same_arithmetic_and_a_different_one(monkeypat
     monkeypatch.setattr(ember.optim, "SGD", lambda params, lr, **kw: real_sgd(
         params, lr=lr * 1.001, **kw))
     assert trajectory.trajectory_check(case, data, steps=3, threads=2).ember_torch_64 > 1e-7
+
+
+def test_rss_sampler_sees_a_rise_and_sleeps_between_tracked_stretches():
+    """The sampler measures a 64 MB allocation inside track(); outside it, its thread
+    waits on an event (timed epochs run untracked: its wake-ups slowed torch)."""
+    import time
+
+    import numpy as np
+
+    from benchmarks.measure import RssSampler
+    sampler = RssSampler(interval=0.001)
+    with sampler.track() as grown:
+        block = np.ones(16 << 20, np.float32)  # 64 MB, touched
+        time.sleep(0.05)
+    assert grown[0] >= 48 << 20
+    del block
+    assert not sampler.active.is_set()
+    peak = sampler.peak
+    time.sleep(0.02)
+    assert sampler.peak == peak  # nothing sampled while not tracking

@@ -318,6 +318,7 @@ def test_per_sample_layout_equals_long_layout(monkeypatch, shapes, kwargs, grad_
     b = rng.standard_normal(w.shape[0])
     monkeypatch.setattr(conv, "GRAD_CONV_MAX_RATIO", grad_as_conv)
     monkeypatch.setattr(conv, "SAMPLE_MAX_WORK", 1 << 40)
+    monkeypatch.setattr(conv, "BLOCKED", False)  # the per-sample layout, wherever it can
 
     def run():
         ts = [ember.tensor(a, dtype=ember.float64, requires_grad=True) for a in (x, w, b)]
@@ -350,6 +351,7 @@ def test_per_sample_products_split_between_threads_equal_one_thread(monkeypatch,
     x, w = (rng.standard_normal(s).astype(np.float32) for s in shapes)
     monkeypatch.setattr(parallel, "MIN_BYTES", 0)
     monkeypatch.setattr(conv, "SAMPLE_MAX_WORK", 1 << 40)
+    monkeypatch.setattr(conv, "BLOCKED", False)  # the per-sample layout, wherever it can
     calls = []
     real_rows = parallel.rows
     monkeypatch.setattr(parallel, "rows", lambda fn, *a, enabled=None: (
@@ -690,3 +692,28 @@ def test_blocked_conv_gives_the_same_bits_on_any_number_of_threads(monkeypatch):
         for _ in range(3):
             for a, b_ in zip(one, run()):
                 np.testing.assert_array_equal(a, b_)
+
+
+@pytest.mark.parametrize("shape, weight, kwargs, layout", [
+    ((64, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), "per_sample"),   # LeNet-5's first layer
+    ((128, 3, 32, 32), (24, 3, 3, 3), dict(padding=1), "per_sample"),  # the CIFAR CNN's first
+    ((1000, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), "blocked"),    # ... at batch 1000
+    ((64, 6, 14, 14), (16, 6, 5, 5), dict(), "blocked"),                # LeNet-5's second
+    ((128, 24, 32, 32), (24, 24, 3, 3), dict(padding=1), "blocked"),
+    ((64, 6, 14, 14), (16, 6, 5, 5), dict(stride=2), "per_sample"),    # strided: not blocked
+    ((64, 8, 32, 32), (64, 8, 3, 3), dict(stride=2, padding=1), "long"),
+])
+def test_each_layer_takes_the_layout_measured_best_for_it(shape, weight, kwargs, layout):
+    """The layout choice (conv.py's module docstring; docs/performance.md section 12)."""
+    win = conv_window_of(shape, weight, kwargs)
+    from ember.ops import conv
+    chosen_blocked = conv.blocked(win, 1) and not conv.stays_per_sample(win, weight[0])
+    chosen = "blocked" if chosen_blocked else \
+        "per_sample" if conv.per_sample(win, weight[0]) else "long"
+    assert chosen == layout
+
+
+def conv_window_of(shape, weight, kwargs):
+    from ember.ops import conv
+    return conv.conv_window("conv2d", shape, weight, kwargs.get("stride", 1),
+                            kwargs.get("padding", 0), 1)
