@@ -27,8 +27,9 @@ class RssSampler:
     during the stretch minus the RSS at its start (bytes). Spikes shorter than
     the interval can be missed; the reading costs about 2 microseconds. Outside
     ``track()`` the thread sleeps on an event and never wakes: a thread waking every
-    2 ms slowed torch's LeNet-5 step by ~50% on this 2-core machine (its OpenMP
-    regions wait for whichever thread the wake-up displaced), so timed work must
+    2 ms slowed torch's LeNet-5 step by ~50% on this 2-core machine with torch's
+    default OpenMP policy (its parallel regions wait for whichever thread the wake-up
+    displaced), so timed work must
     run untracked (benchmarks/run.py tracks only the warm-up epoch).
     """
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import os
 import platform
 import sys
 import time
@@ -122,7 +123,8 @@ def header(args: argparse.Namespace, peak: dict, threads: int, sources: list[str
         "of each optimisation: [performance.md](performance.md).", "",
         f"- Machine: {measure.machine_summary()}",
         f"- Python {platform.python_version()}, NumPy {np.__version__}, "
-        f"torch {torch.__version__}; {threads} thread(s) for every framework",
+        f"torch {torch.__version__}; {threads} thread(s) for every framework; "
+        f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'not set (torch defaults)')}",
         f"- float32 GEMM peak measured in this run (best of {PEAK[args.quick][1]} products of "
         f"{PEAK[args.quick][0]}² matrices): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items())
         + " GFLOP/s; '% peak' divides by the largest",
@@ -137,7 +139,8 @@ def explanations() -> list[str]:
         "MB: the largest rise of resident memory (RSS) over its value at the start of the "
         "warm-up epoch, sampled every 2 ms by a thread reading /proc/self/statm, after "
         "returning freed heap memory to the OS (malloc_trim); the sampling thread sleeps "
-        "during the timed epochs (its wake-ups slowed torch's LeNet-5 by ~50%). Accuracy: on the test set after the last "
+        "during the timed epochs (its wake-ups slowed torch's LeNet-5 step by ~50%). "
+        "Accuracy: on the test set after the last "
         "epoch. GFLOP/epoch: 6 x forward multiply-accumulates of the Linear and Conv2d "
         "layers x training images (training = forward + input-gradient + weight-gradient "
         "products; elementwise work, pooling, normalisation and the optimizer are not "
