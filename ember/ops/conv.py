@@ -514,7 +514,7 @@ def stays_per_sample(win: Window, c_out: int) -> bool:
     backward; the CIFAR CNN's: 9.9 vs 11.4). Wider layers (LeNet's second: 5.7 vs 4.0)
     and big batches (LeNet's first at batch 1000, inference: 14.3 vs 6.7) are blocked."""
     rows = win.c * win.kh * win.kw
-    columns_bytes = win.n * rows * win.oh * win.ow * 4
+    columns_bytes = win.n * rows * win.oh * win.ow * 4  # as float32 (the default dtype)
     return per_sample(win, c_out) and rows <= SAMPLE_MAX_ROWS and \
         columns_bytes <= SAMPLE_MAX_COLUMNS_BYTES
 
