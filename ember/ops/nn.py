@@ -637,30 +637,33 @@ def _normalize_into(out: Any, x: Any, mean: Any, scale: Any, shift: Any) -> None
         block += shift
 
 
-def _gradient_sums(g: Any, x: Any, mean: Any) -> tuple:
-    """``(sum(g), sum(g * (x - mean)))`` per channel, block by block."""
+def _centred_blocks(x: Any, mean: Any) -> Any:
+    """``(rows, x[rows] - mean)`` for each block of samples, the difference written into
+    one scratch array that every block reuses (it stays in cache)."""
     step = _block_size(x)
-    g_sum, g_centred = xp.zeros(x.shape[1], g.dtype), xp.zeros(x.shape[1], g.dtype)
     scratch = xp.empty_like(x[:step])
     for start in range(0, len(x), step):
-        g_block = g[start:start + step]
-        centred = xp.subtract(x[start:start + step], mean, out=scratch[:len(g_block)])
-        g_sum += _channel_sum(g_block)
-        g_centred += _channel_sum(g_block, centred)
+        rows = slice(start, start + step)
+        block = x[rows]
+        yield rows, xp.subtract(block, mean, out=scratch[:len(block)])
+
+
+def _gradient_sums(g: Any, x: Any, mean: Any) -> tuple:
+    """``(sum(g), sum(g * (x - mean)))`` per channel, block by block."""
+    g_sum, g_centred = xp.zeros(x.shape[1], g.dtype), xp.zeros(x.shape[1], g.dtype)
+    for rows, centred in _centred_blocks(x, mean):
+        g_sum += _channel_sum(g[rows])
+        g_centred += _channel_sum(g[rows], centred)
     return g_sum, g_centred
 
 
 def _input_grad_into(gx: Any, g: Any, x: Any, mean: Any, scale: Any, per_centred: Any,
                      per_channel: Any) -> None:
     """``gx = g * scale - ((x - mean) * per_centred + per_channel)``, block by block."""
-    step = _block_size(x)
-    scratch = xp.empty_like(x[:step])
-    for start in range(0, len(x), step):
-        out = gx[start:start + step]
-        centred = xp.subtract(x[start:start + step], mean, out=scratch[:len(out)])
+    for rows, centred in _centred_blocks(x, mean):
         centred *= per_centred
         centred += per_channel
-        xp.multiply(g[start:start + step], scale, out=out)
+        out = xp.multiply(g[rows], scale, out=gx[rows])
         out -= centred
 
 
