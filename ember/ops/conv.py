@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ember import parallel
-from ember.ops import conv_blocked
+from ember.ops import conv_blocked, kernels
 from ember.autograd import FUNCTIONS, Function, register, register_composed
 from ember.backend import xp
 from ember.tensor import Tensor
@@ -363,11 +363,15 @@ def per_sample(win: Window, c_out: int) -> bool:
 def sample_columns(x: Any, win: Window) -> Any:
     """im2col per sample: (n, c, h, w) -> (n, c*kh*kw, oh*ow)."""
     buf = padded_flat(x, win)
-    c, kh, kw, n, oh, ow = tap_strides(win, buf.itemsize)
     shape = (win.n, win.c, win.kh, win.kw, win.oh, win.ow)
-    taps = xp.lib.stride_tricks.as_strided(buf, shape, (n, c, kh, kw, oh, ow), writeable=False)
     cols = xp.empty(shape, x.dtype)
-    copy(cols, taps)  # the one copy
+    if kernels.enabled(x.dtype):  # compiled loops: NumPy copies these taps in rows of ow
+        kernels.im2col(buf[:win.n * win.c * win.hp * win.wp].reshape(
+            win.n, win.c, win.hp, win.wp), cols, win)
+    else:
+        c, kh, kw, n, oh, ow = tap_strides(win, buf.itemsize)
+        copy(cols, xp.lib.stride_tricks.as_strided(buf, shape, (n, c, kh, kw, oh, ow),
+                                                   writeable=False))  # the one copy
     return cols.reshape(win.n, win.c * win.kh * win.kw, win.oh * win.ow)
 
 
@@ -378,6 +382,10 @@ def sample_from_columns(cols: Any, win: Window) -> Any:
     size = win.n * win.c * win.hp * win.wp
     wq = cols.shape[-1] // win.oh
     buf = xp.zeros(size + (win.slack if wq == win.wq else 0), cols.dtype)
+    img = buf[:size].reshape(win.n, win.c, win.hp, win.wp)
+    if kernels.enabled(cols.dtype) and wq == win.ow:  # compiled loops (narrow columns only)
+        kernels.col2im_into(cols.reshape(win.n, win.c, win.kh, win.kw, win.oh, wq), img, win)
+        return interior(img, win) if win.padded else img
     c, kh, kw, n, oh, step = tap_strides(win, buf.itemsize)
     taps = cols.reshape(win.n, win.c, win.kh, win.kw, win.oh, wq)
     for i in range(win.kh):
@@ -386,7 +394,6 @@ def sample_from_columns(cols: Any, win: Window) -> Any:
             target = xp.lib.stride_tricks.as_strided(
                 buf[start:], (win.n, win.c, win.oh, wq), (n, c, oh, step))
             add_into(target, taps[:, :, i, j])
-    img = buf[:size].reshape(win.n, win.c, win.hp, win.wp)
     return interior(img, win) if win.padded else img
 
 
@@ -515,8 +522,8 @@ def stays_per_sample(win: Window, c_out: int) -> bool:
     and big batches (LeNet's first at batch 1000, inference: 14.3 vs 6.7) are blocked."""
     rows = win.c * win.kh * win.kw
     columns_bytes = win.n * rows * win.oh * win.ow * 4  # as float32 (the default dtype)
-    return per_sample(win, c_out) and rows <= SAMPLE_MAX_ROWS and \
-        columns_bytes <= SAMPLE_MAX_COLUMNS_BYTES
+    narrow = rows <= SAMPLE_MAX_ROWS or kernels.enabled()
+    return per_sample(win, c_out) and narrow and columns_bytes <= SAMPLE_MAX_COLUMNS_BYTES
 
 
 def blocked_conv_grads(g: Any, x: Any, weight: Any, win: Window, need: tuple) -> tuple:
@@ -607,9 +614,10 @@ def sample_conv_grads(g: Any, cols: Any, weight: Any, win: Window, groups: int,
         flipped = flipped_weight(weight, groups).reshape(win.c, -1)
         gx = sample_output(sample_matmul(grouped(flipped, groups), sample_columns(g, back)),
                            back)
-    elif need[0]:
+    elif need[0]:  # col2im: wide rows for NumPy's strided adds, narrow for the kernels
         w = grouped(weight.reshape(weight.shape[0], -1), groups)
-        gx = sample_from_columns(sample_matmul(swap(w), widened(g, win)), win)
+        gy_cols = gy if kernels.enabled(g.dtype) else widened(g, win)
+        gx = sample_from_columns(sample_matmul(swap(w), gy_cols), win)
     if need[1]:
         gw = sample_weight_grad(gy, cols, groups).reshape(weight.shape)
     return gx, gw

@@ -26,6 +26,7 @@ from typing import Any
 from ember import parallel
 from ember.autograd import FUNCTIONS, Function, register
 from ember.backend import offset_empty, strided_friendly, xp
+from ember.ops import kernels
 from ember.ops.conv import Window, copy, fill_border, interior, pair
 from ember.tensor import Tensor
 
@@ -120,6 +121,10 @@ def spread(g: Any, win: Window, which: Any = None) -> Any:
     The masked share is formed in a contiguous buffer first: arithmetic on the strided
     offset views is several times slower than one strided copy. Big batches are split
     between threads by samples (ember.parallel)."""
+    if which is not None and kernels.enabled(g.dtype):
+        img = xp.zeros((win.n, win.c, win.hp, win.wp), g.dtype)
+        kernels.max_pool_grad_into(g, which, img, win)
+        return unpadded(img, win)
     assign = FAST_PATHS and disjoint(win)
     img = offset_empty((win.n, win.c, win.hp, win.wp), g.dtype)  # written through views
     parallel.rows(functools.partial(_spread_into, win=win, assign=assign), img, g, which)

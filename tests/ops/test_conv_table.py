@@ -698,19 +698,28 @@ def test_blocked_conv_gives_the_same_bits_on_any_number_of_threads(monkeypatch):
     ((64, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), "per_sample"),   # LeNet-5's first layer
     ((128, 3, 32, 32), (24, 3, 3, 3), dict(padding=1), "per_sample"),  # the CIFAR CNN's first
     ((1000, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), "blocked"),    # ... at batch 1000
-    ((64, 6, 14, 14), (16, 6, 5, 5), dict(), "blocked"),                # LeNet-5's second
+    ((64, 6, 14, 14), (16, 6, 5, 5), dict(), "per_sample|blocked"),     # LeNet-5's second
     ((128, 24, 32, 32), (24, 24, 3, 3), dict(padding=1), "blocked"),
     ((64, 6, 14, 14), (16, 6, 5, 5), dict(stride=2), "per_sample"),    # strided: not blocked
     ((64, 8, 32, 32), (64, 8, 3, 3), dict(stride=2, padding=1), "long"),
 ])
-def test_each_layer_takes_the_layout_measured_best_for_it(shape, weight, kwargs, layout):
-    """The layout choice (conv.py's module docstring; docs/performance.md section 12)."""
-    win = conv_window_of(shape, weight, kwargs)
-    from ember.ops import conv
-    chosen_blocked = conv.blocked(win, 1) and not conv.stays_per_sample(win, weight[0])
-    chosen = "blocked" if chosen_blocked else \
-        "per_sample" if conv.per_sample(win, weight[0]) else "long"
-    assert chosen == layout
+@pytest.mark.parametrize("compiled", [True, False])
+def test_each_layer_takes_the_layout_measured_best_for_it(shape, weight, kwargs, layout,
+                                                          compiled):
+    """The layout choice (conv.py's module docstring; docs/performance.md sections 12
+    and 13). "a|b": layout a with the compiled kernels (ember/ops/kernels.py), b without."""
+    from ember.ops import conv, kernels
+    if compiled and not kernels.enabled():
+        pytest.skip("Numba is not installed")
+    previous = kernels.set_enabled(compiled)
+    try:
+        win = conv_window_of(shape, weight, kwargs)
+        chosen_blocked = conv.blocked(win, 1) and not conv.stays_per_sample(win, weight[0])
+        chosen = "blocked" if chosen_blocked else \
+            "per_sample" if conv.per_sample(win, weight[0]) else "long"
+    finally:
+        kernels.set_enabled(previous)
+    assert chosen == layout.split("|")[0 if compiled else -1]
 
 
 def conv_window_of(shape, weight, kwargs):
