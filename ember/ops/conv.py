@@ -435,8 +435,16 @@ def sample_weight_grad(g: Any, cols: Any, groups: int) -> Any:
     k = cols.shape[1]
     gy = g.reshape(n, groups, c_out // groups, length)
     c = cols.reshape(n, groups, k // groups, length)
-    total = xp.matmul(c, gy.transpose(0, 1, 3, 2)).sum(axis=0)  # (groups, K/g, C_out/g)
-    return swap(total).reshape(c_out, k // groups)
+    products = xp.empty((n, groups, k // groups, c_out // groups), xp.result_type(c, gy))
+    # the samples' products on every core (they are the work), their sum in sample
+    # order on one: the same bits for any number of threads
+    parallel.rows(_products_into, c, gy.transpose(0, 1, 3, 2), products,
+                  enabled=SAMPLE_THREADS)
+    return swap(products.sum(axis=0)).reshape(c_out, k // groups)
+
+
+def _products_into(a: Any, b: Any, out: Any) -> None:
+    xp.matmul(a, b, out=out)
 
 
 def sample_output(y: Any, win: Window, bias: Any = None) -> Any:
