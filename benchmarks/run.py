@@ -25,8 +25,8 @@ import numpy as np
 from benchmarks import measure, report
 from benchmarks.micro import MICRO, run_micro
 from benchmarks.trajectory import trajectory_check
-from benchmarks.training import CASES, REPO_ROOT, Case, build_runners, build_torch_model, \
-    data_root, load_data
+from benchmarks.training import CASES, REPO_ROOT, Case, TorchRunner, build_runners, \
+    build_torch_model, data_root, load_data
 
 START = time.perf_counter()
 QUICK_LIMITS = {"mnist": (320, 200), "cifar10": (128, 64)}  # (train, test) images
@@ -59,14 +59,20 @@ def run_case(case: Case, data, sampler: measure.RssSampler, quick: bool,
     stats = {r.name: report.RunStats() for r in runners}
     timed_epochs = 1 if quick else (epochs or case.epochs)
     warmup = 1 if quick else case.warmup_batches
+    # (seed, batches) of each epoch: one step first, unmeasured (each library's one-off
+    # set-up on first use - torch's oneDNN primitives, ember's Numba kernels loading from
+    # their cache or compiling, ~110 MB of LLVM - is not training memory), the warm-up,
+    # then the timed epochs
+    schedule = [(999, 1), (1000, warmup)] + [(1000 + e, None) for e in range(1, 1 + timed_epochs)]
+    for runner in runners:
+        runner.train_epoch(*schedule[0])
     for epoch in range(1 + timed_epochs):
         # each round starts with the next framework, so none always runs right after
         # another one (whose epoch may leave caches, threads or the CPU's clock behind)
         for runner in runners[epoch % len(runners):] + runners[:epoch % len(runners)]:
             # memory is sampled in the warm-up epoch only: the sampling thread's wake-ups
             # would slow the timed epochs (torch's most: measure.RssSampler)
-            seconds, grown = _epoch(runner, 1000 + epoch, warmup if epoch == 0 else None,
-                                    sampler if epoch == 0 else None)
+            seconds, grown = _epoch(runner, *schedule[1 + epoch], sampler if epoch == 0 else None)
             if epoch:
                 stats[runner.name].seconds.append(seconds)
             else:
@@ -80,7 +86,22 @@ def run_case(case: Case, data, sampler: measure.RssSampler, quick: bool,
     if case.inference_batch:
         _inference(case, runners, stats, x_test, rounds=1 if quick else 3)
     macs = measure.forward_macs(build_torch_model(case), data.sample_shape)
-    return report.CaseResult(case, stats, macs, len(data.train_labels), len(data.test_labels))
+    result = report.CaseResult(case, stats, macs, len(data.train_labels), len(data.test_labels))
+    if case.accuracy_twin:
+        result.twin_accuracy = _one_thread_twin_accuracy(case, data, schedule, x_test)
+    return result
+
+
+def _one_thread_twin_accuracy(case: Case, data, schedule: list, x_test) -> float:
+    """Test accuracy of torch trained again from the same weights on the same batches,
+    on one thread: only the order of its float32 sums differs from the two-thread run,
+    so the two accuracies differ by float32 training noise alone (the accuracy target's
+    yardstick for one-epoch runs, where that noise is larger than the test set's)."""
+    twin = TorchRunner(case, data, build_torch_model(case))
+    with measure.limit_threads(1):
+        for seed, limit in schedule:
+            twin.train_epoch(seed, limit)
+        return float(np.mean(twin.predict(x_test) == data.test_labels))
 
 
 def _epoch(runner, seed: int, limit: int | None,
@@ -111,6 +132,14 @@ def _inference(case: Case, runners: list, stats: dict, x_test: np.ndarray, round
         stats[name].images_per_s = len(x_test) / measure.median(t)
 
 
+def kernels_in_use() -> str:
+    from ember.ops import kernels
+    if not kernels.enabled():
+        return "off (Numba not installed or EMBER_NUMBA=0): NumPy copies"
+    import numba
+    return f"on (Numba {numba.__version__})"
+
+
 def header(args: argparse.Namespace, peak: dict, threads: int, sources: list[str]) -> list[str]:
     import torch
 
@@ -125,6 +154,7 @@ def header(args: argparse.Namespace, peak: dict, threads: int, sources: list[str
         f"- Python {platform.python_version()}, NumPy {np.__version__}, "
         f"torch {torch.__version__}; {threads} thread(s) for every framework; "
         f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'not set (torch defaults)')}",
+        f"- ember's compiled kernels (ember/ops/kernels.py): {kernels_in_use()}",
         f"- float32 GEMM peak measured in this run (best of {PEAK[args.quick][1]} products of "
         f"{PEAK[args.quick][0]}² matrices): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items())
         + " GFLOP/s; '% peak' divides by the largest",
@@ -137,11 +167,15 @@ def explanations() -> list[str]:
         "Seconds per epoch: median over the timed epochs, after a warm-up epoch (CIFAR: a "
         "few warm-up batches, then one timed epoch). Ratios below 1 mean ember is faster. "
         "MB: the largest rise of resident memory (RSS) over its value at the start of the "
-        "warm-up epoch, sampled every 2 ms by a thread reading /proc/self/statm, after "
+        "warm-up epoch (after one unmeasured step: libraries' set-up on first use), "
+        "sampled every 2 ms by a thread reading /proc/self/statm, after "
         "returning freed heap memory to the OS (malloc_trim); the sampling thread sleeps "
         "during the timed epochs (its wake-ups slowed torch's LeNet-5 step by ~50%). "
         "Accuracy: on the test set after the last "
-        "epoch. GFLOP/epoch: 6 x forward multiply-accumulates of the Linear and Conv2d "
+        "epoch; the accuracy target allows two standard errors of the test set's sampling, "
+        "or, for the one-epoch CIFAR CNN, the gap between torch and torch retrained from the "
+        "same weights on the same batches on one thread (float32 training noise), if larger. "
+        "GFLOP/epoch: 6 x forward multiply-accumulates of the Linear and Conv2d "
         "layers x training images (training = forward + input-gradient + weight-gradient "
         "products; elementwise work, pooling, normalisation and the optimizer are not "
         "counted); '% peak' divides that per second by the measured GEMM peak.", "",

@@ -53,6 +53,7 @@ class Case:
     inference_batch: int | None = None
     target: float = 0.8            # the ember/torch time ratio to reach
     trajectory_steps: int = 0      # >0: also compare training trajectories (trajectory.py)
+    accuracy_twin: bool = False    # also train torch on one thread: its accuracy gap is noise
     quick_kwargs: dict = field(default_factory=dict)  # model changes for --quick
 
     @property
@@ -83,7 +84,7 @@ CASES = [
          {"width": 24}, "cross_entropy", "sgd",
          {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, 128,
          dataset="cifar10", epochs=1, warmup_batches=3, numpy=False, target=1.1,
-         quick_kwargs={"width": 4}, trajectory_steps=30),
+         quick_kwargs={"width": 4}, trajectory_steps=30, accuracy_twin=True),
 ]
 
 

@@ -240,3 +240,24 @@ def test_rss_sampler_sees_a_rise_and_sleeps_between_tracked_stretches():
     peak = sampler.peak
     time.sleep(0.02)
     assert sampler.peak == peak  # nothing sampled while not tracking
+
+
+# ---------------------------------------------------------------- accuracy noise
+def test_quick_report_limits_the_cifar_accuracy_gap_by_torchs_one_thread_twin(quick_report):
+    targets = {r["target"]: r for r in table(quick_report, "Targets")}
+    cifar = [t for t in targets if t.startswith("CIFAR-10 CNN") and "accuracy gap" in t]
+    assert len(cifar) == 1 and "torch on 1 vs 2 threads" in cifar[0]
+    mnist = [t for t in targets if "accuracy gap" in t and not t.startswith("CIFAR")]
+    assert mnist and not any("threads" in t for t in mnist)  # sampling noise only
+
+
+def test_accuracy_noise_is_the_larger_of_sampling_and_the_twins_gap():
+    from benchmarks import report
+    stats = {"torch": report.RunStats(accuracy=0.55), "ember": report.RunStats(accuracy=0.6)}
+    res = report.CaseResult(training.CASES[-1], stats, 1, 100, 10000)
+    sampling = 2 * (2 * 0.55 * 0.45 / 10000) ** 0.5
+    assert res.accuracy_noise == pytest.approx(sampling)  # no twin measured
+    res.twin_accuracy = 0.62
+    assert res.accuracy_noise == pytest.approx(0.07)  # torch moved 7 points on 1 thread
+    res.twin_accuracy = 0.551
+    assert res.accuracy_noise == pytest.approx(sampling)

@@ -23,7 +23,8 @@ contiguous run of OH*Wp elements and the im2col copy moves long runs; the few
 extra (garbage) columns are dropped by ``from_wide`` and zero in ``to_wide``.
 
 Which layout a conv2d takes: small layers (per-sample work up to ``SAMPLE_MAX_WORK``)
-keep per-sample columns (below); larger stride-1, one-group layers work through the
+keep per-sample columns (below; their im2col and col2im are compiled loops when Numba
+is installed, ember/ops/kernels.py); larger stride-1, one-group layers work through the
 batch in cache-sized blocks (ember/ops/conv_blocked.py, the CIFAR CNN's layers); the
 rest (strided, grouped) use the whole-batch (C*kh*kw, M) layout.
 """
@@ -527,7 +528,9 @@ def stays_per_sample(win: Window, c_out: int) -> bool:
     where it could be blocked: it saves its columns for the weight gradient, which
     measured faster there (LeNet-5's first layer at batch 64: 1.9 vs 3.0 ms forward +
     backward; the CIFAR CNN's: 9.9 vs 11.4). Wider layers (LeNet's second: 5.7 vs 4.0)
-    and big batches (LeNet's first at batch 1000, inference: 14.3 vs 6.7) are blocked."""
+    and big batches (LeNet's first at batch 1000, inference: 14.3 vs 6.7) are blocked.
+    With the compiled kernels (ember/ops/kernels.py) the per-sample copies are cheap and
+    every layer within the per-sample size stays (docs/performance.md, section 13)."""
     rows = win.c * win.kh * win.kw
     columns_bytes = win.n * rows * win.oh * win.ow * 4  # as float32 (the default dtype)
     narrow = rows <= SAMPLE_MAX_ROWS or kernels.enabled()
