@@ -354,6 +354,8 @@ SAMPLE_MAX_WORK = 1 << 20  # C_out * C_in*kh*kw * oh*ow per sample; ~4x OpenBLAS
 SAMPLE_THREADS = True  # split the per-sample product stacks between threads (sample_matmul)
 SAMPLE_MAX_ROWS = 64  # where blocking is possible, only layers this narrow stay per sample
 SAMPLE_MAX_COLUMNS_BYTES = 16 << 20  # ... and only while their batch's columns are this small
+STREAM_COLUMNS_BYTES: int | None = 4 << 20  # bigger per-sample columns: built in blocks
+REBUILD_BLOCK_BYTES = 1 << 20  # ... of about this size (kernels.py's im2col; None: never)
 
 
 def per_sample(win: Window, c_out: int) -> bool:
@@ -448,6 +450,55 @@ def _products_into(a: Any, b: Any, out: Any) -> None:
     xp.matmul(a, b, out=out)
 
 
+def _column_blocks(x: Any, win: Window, use: Any) -> None:
+    """Build per-sample columns a block of samples at a time (compiled im2col) into a
+    buffer each thread reuses, calling ``use(start, stop, columns)`` on each block while
+    it is in cache: the layer's columns are never all in memory at once."""
+    n = win.n
+    img = padded_flat(x, win)[:n * win.c * win.hp * win.wp].reshape(n, win.c, win.hp, win.wp)
+    per_block = max(1, REBUILD_BLOCK_BYTES // (win.c * win.kh * win.kw * win.oh * win.ow *
+                                                x.itemsize))
+
+    def run(starts: Any) -> None:
+        cols = xp.empty((min(per_block, n), win.c, win.kh, win.kw, win.oh, win.ow), x.dtype)
+        for start in starts:
+            stop = min(start + per_block, n)
+            block = cols[:stop - start]
+            kernels.im2col(img[start:stop], block, win)
+            use(start, stop, block.reshape(stop - start, win.c * win.kh * win.kw, -1))
+    conv_blocked.on_blocks(run, n, per_block)
+
+
+def streamed_forward(x: Any, w: Any, win: Window) -> Any:
+    """``sample_matmul(w, sample_columns(x, win))`` with the columns in blocks."""
+    groups, p, q = w.shape
+    out = xp.empty((win.n, groups * p, win.oh * win.ow), xp.result_type(w, x))
+
+    def use(start: int, stop: int, cols: Any) -> None:
+        if groups == 1:
+            xp.matmul(w[0], cols, out=out[start:stop])
+        else:
+            xp.matmul(w, cols.reshape(stop - start, groups, q, -1),
+                      out=out[start:stop].reshape(stop - start, groups, p, -1))
+    _column_blocks(x, win, use)
+    return out
+
+
+def streamed_weight_grad(g: Any, x: Any, win: Window, groups: int) -> Any:
+    """``sample_weight_grad`` with the columns in blocks: the same per-sample products
+    summed in the same order, so the same bits as from kept columns."""
+    n, c_out, length = g.shape
+    k = win.c * win.kh * win.kw
+    gy = g.reshape(n, groups, c_out // groups, length).transpose(0, 1, 3, 2)
+    products = xp.empty((n, groups, k // groups, c_out // groups), xp.result_type(x, g))
+
+    def use(start: int, stop: int, cols: Any) -> None:
+        xp.matmul(cols.reshape(stop - start, groups, k // groups, length), gy[start:stop],
+                  out=products[start:stop])
+    _column_blocks(x, win, use)
+    return swap(products.sum(axis=0)).reshape(c_out, k // groups)
+
+
 def sample_output(y: Any, win: Window, bias: Any = None) -> Any:
     """(n, C, oh*ow) -> (n, C, oh, ow), adding the bias in place."""
     out = y.reshape(y.shape[0], y.shape[1], win.oh, win.ow)
@@ -476,10 +527,14 @@ class Conv2d(Function):
             self.save(x, weight)
             return conv_blocked.forward(x, weight.reshape(weight.shape[0], -1), window, bias)
         if self.per_sample:
+            w = grouped(weight.reshape(weight.shape[0], -1), groups)
+            self.streams = streams_columns(window, x)
+            if self.streams:  # the input is kept (alive anyway as this op's parent)
+                self.save(x, weight)
+                return sample_output(streamed_forward(x, w, window), window, bias)
             cols = sample_columns(x, window)
             self.save(cols, weight)
-            y = sample_matmul(grouped(weight.reshape(weight.shape[0], -1), groups), cols)
-            return sample_output(y, window, bias)
+            return sample_output(sample_matmul(w, cols), window, bias)
         cols = to_columns(x, window)
         w = grouped(weight.reshape(weight.shape[0], -1), groups)
         y = grouped_matmul(w, grouped(cols, groups))
@@ -495,6 +550,11 @@ class Conv2d(Function):
         win, groups, need = self.window, self.groups, self.needs_input_grad
         if self.blocked:
             gx, gw = blocked_conv_grads(g, saved, weight, win, need)
+        elif self.per_sample and self.streams:  # the input was kept, not its columns
+            gx, gw = sample_conv_grads(g, None, weight, win, groups, (need[0], False))
+            if need[1]:
+                gw = streamed_weight_grad(g.reshape(win.n, g.shape[1], -1), saved, win,
+                                          groups).reshape(weight.shape)
         elif self.per_sample:
             gx, gw = sample_conv_grads(g, saved, weight, win, groups, need)
         elif self.keeps_input and not need[0] and win.c < weight.shape[0]:
@@ -514,6 +574,16 @@ class Conv2d(Function):
         g.node("Conv", inputs, output, kernel_shape=[w.kh, w.kw], strides=[w.sh, w.sw],
                dilations=[w.dh, w.dw], pads=[w.top, w.left, w.bottom, w.right],
                group=self.groups)
+
+
+def streams_columns(win: Window, x: Any) -> bool:
+    """Whether a per-sample layer builds its columns a block at a time, in the forward and
+    again in the backward, rather than all at once and kept for the backward: with the
+    compiled im2col, for columns above ``STREAM_COLUMNS_BYTES`` (LeNet-5's first layer,
+    5 MB of columns against a 0.2 MB input; docs/performance.md, section 13)."""
+    size = win.n * win.c * win.kh * win.kw * win.oh * win.ow * x.itemsize
+    return STREAM_COLUMNS_BYTES is not None and size > STREAM_COLUMNS_BYTES and \
+        kernels.enabled(x.dtype)
 
 
 def blocked(win: Window, groups: int) -> bool:

@@ -32,7 +32,7 @@ from typing import Any
 from ember import blas, parallel
 from ember.backend import xp
 
-__all__ = ["forward", "weight_grad", "BLOCK_BYTES", "THREADS"]
+__all__ = ["forward", "weight_grad", "on_blocks", "BLOCK_BYTES", "THREADS"]
 
 BLOCK_BYTES = 3 << 20  # columns per block: about a core's L2 (2 MiB here) plus some L3
 THREADS = True  # as many threads as BLAS has take blocks (tests switch it off)
@@ -75,7 +75,7 @@ def _samples_per_block(win: Any, itemsize: int) -> int:
     return max(1, BLOCK_BYTES // (win.c * win.kh * win.kw * win.oh * win.wq * itemsize))
 
 
-def _on_threads(run: Any, n: int, per_block: int) -> list:
+def on_blocks(run: Any, n: int, per_block: int) -> list:
     """``run(starts)`` on one thread per BLAS thread, each with products on one BLAS
     thread; ``starts`` is one shared iterator over the blocks' first samples, so a
     thread takes the next block when it is done with one and none waits for a slower
@@ -110,7 +110,7 @@ def forward(x: Any, weight: Any, win: Any, bias: Any = None) -> Any:
                 xp.copyto(out[start:start + count], product)
             else:
                 xp.add(product, column, out=out[start:start + count])
-    _on_threads(run, win.n, per_block)
+    on_blocks(run, win.n, per_block)
     return out
 
 
@@ -140,7 +140,7 @@ def weight_grad(x: Any, g: Any, win: Any) -> Any:
             # a long inner dimension 1.1-1.4x faster (53 -> 73 GFLOP/s at 24 channels)
             parts[start] = xp.matmul(block.reshape(rows, -1), g_block.reshape(c_out, -1).T)
         return parts
-    parts = {start: part for found in _on_threads(run, win.n, per_block)
+    parts = {start: part for found in on_blocks(run, win.n, per_block)
              for start, part in found.items()}
     # summed in block order, whichever thread made each: the same bits on every run
     ordered = [parts[start] for start in sorted(parts)]

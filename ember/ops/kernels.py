@@ -18,12 +18,15 @@ several threads, each on its own samples.
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 from typing import Any
 
 from ember import parallel
 from ember.backend import xp
 
-__all__ = ["enabled", "set_enabled", "im2col", "col2im_into", "max_pool_grad_into"]
+__all__ = ["enabled", "set_enabled", "im2col", "col2im_into", "max_pool_grad_into",
+           "norm_ready", "batch_moments", "normalize_into", "norm_grad_sums",
+           "norm_input_grad_into"]
 
 _wanted = os.environ.get("EMBER_NUMBA", "1") != "0"
 _DTYPES = (xp.dtype(xp.float32), xp.dtype(xp.float64))
@@ -78,7 +81,63 @@ def _compile() -> Any:
                         img[n, c, u(y * sh + (o // kw) * dh), u(x * sw + (o % kw) * dw)] += \
                             g[n, c, y, x]
 
-    return im2col_kernel, col2im_kernel, max_pool_grad_kernel
+    # Batch norm: per (sample, channel) plane, so each plane is read from cache; sums in
+    # float64, reassociated so that they vectorise (their order is fixed by the plane, so
+    # results do not depend on the number of threads)
+    sums = numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
+
+    @sums
+    def plane_moments_kernel(x, means, m2s):
+        # each plane's mean, and its sum of squares about that mean (two passes, in cache)
+        n_, c_, size = x.shape
+        for n in range(n_):
+            for c in range(c_):
+                total = 0.0
+                for i in range(size):
+                    total += x[n, c, i]
+                mean = total / size
+                squares = 0.0
+                for i in range(size):
+                    d = x[n, c, i] - mean
+                    squares += d * d
+                means[n, c], m2s[n, c] = mean, squares
+
+    @sums
+    def plane_grad_sums_kernel(g, x, mean, g_sums, g_centred):
+        # each plane's sum(g) and sum(g * (x - mean[c]))
+        n_, c_, size = x.shape
+        for n in range(n_):
+            for c in range(c_):
+                m, total, centred = mean[c], 0.0, 0.0
+                for i in range(size):
+                    total += g[n, c, i]
+                    centred += g[n, c, i] * (x[n, c, i] - m)
+                g_sums[n, c], g_centred[n, c] = total, centred
+
+    @jit
+    def normalize_kernel(x, out, mean, scale, shift):
+        # out = (x - mean) * scale + shift per channel: NumPy's three passes' arithmetic
+        n_, c_, size = x.shape
+        for n in range(n_):
+            for c in range(c_):
+                m, s, b = mean[c], scale[c], shift[c]
+                for i in range(size):
+                    out[n, c, i] = (x[n, c, i] - m) * s + b
+
+    @jit
+    def norm_input_grad_kernel(g, x, gx, mean, scale, per_centred, per_channel):
+        # gx = g * scale - ((x - mean) * per_centred + per_channel) per channel
+        n_, c_, size = x.shape
+        for n in range(n_):
+            for c in range(c_):
+                m, s, pc, pch = mean[c], scale[c], per_centred[c], per_channel[c]
+                for i in range(size):
+                    gx[n, c, i] = g[n, c, i] * s - ((x[n, c, i] - m) * pc + pch)
+
+    return SimpleNamespace(
+        im2col=im2col_kernel, col2im=col2im_kernel, max_pool_grad=max_pool_grad_kernel,
+        plane_moments=plane_moments_kernel, plane_grad_sums=plane_grad_sums_kernel,
+        normalize=normalize_kernel, norm_input_grad=norm_input_grad_kernel)
 
 
 def enabled(dtype: Any = None) -> bool:
@@ -109,7 +168,7 @@ def _as_rows(cols: Any) -> Any:
 
 def im2col(img: Any, cols: Any, win: Any) -> None:
     """Fill per-sample columns (n, c, kh, kw, oh, ow) from a padded (n, c, hp, wp) image."""
-    kernel, (c, kh, kw, oh, ow) = _kernels[0], cols.shape[1:]
+    kernel, (c, kh, kw, oh, ow) = _kernels.im2col, cols.shape[1:]
 
     def run(cols_part: Any, img_part: Any) -> None:
         kernel(img_part, cols_part.reshape(len(cols_part), c, kh, kw, oh, ow),
@@ -120,7 +179,7 @@ def im2col(img: Any, cols: Any, win: Any) -> None:
 def col2im_into(cols: Any, img: Any, win: Any) -> None:
     """Add per-sample columns (n, c, kh, kw, oh, ow) into a padded (n, c, hp, wp) image
     back where ``im2col`` read them."""
-    kernel, (c, kh, kw, oh, ow) = _kernels[1], cols.shape[1:]
+    kernel, (c, kh, kw, oh, ow) = _kernels.col2im, cols.shape[1:]
 
     def run(cols_part: Any, img_part: Any) -> None:
         kernel(cols_part.reshape(len(cols_part), c, kh, kw, oh, ow), img_part,
@@ -132,5 +191,59 @@ def max_pool_grad_into(g: Any, which: Any, img: Any, win: Any) -> None:
     """Add each window's gradient into a zeroed padded (n, c, hp, wp) image at the offset
     ``which`` names (the adjoint of ``max_pool``)."""
     def run(img_part: Any, g_part: Any, which_part: Any) -> None:
-        _kernels[2](g_part, which_part, img_part, win.kw, win.sh, win.sw, win.dh, win.dw)
+        _kernels.max_pool_grad(g_part, which_part, img_part, win.kw, win.sh, win.sw, win.dh, win.dw)
     parallel.rows(run, img, g, which)
+
+
+# ---------------------------------------------------------------- batch norm
+def norm_ready(*arrays: Any) -> bool:
+    """Whether batch norm can use the kernels on these (N, C, ...) arrays: kernels on,
+    float32/64, C-contiguous (viewed as (N, C, L) without a copy) and not empty."""
+    return all(a.flags.c_contiguous and a.size and a.ndim >= 2 and enabled(a.dtype)
+               for a in arrays)
+
+
+def _planes(a: Any) -> Any:
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def _per_plane(planes: Any) -> Any:
+    """A float64 (N, C, 1) array for one number per plane: the planes' rank, so that
+    ``parallel.rows`` cuts it by samples with them."""
+    return xp.empty(planes.shape[:2] + (1,), xp.float64)
+
+
+def batch_moments(x: Any) -> tuple:
+    """Per-channel mean and biased variance of an (N, C, ...) array (``norm_ready``), in
+    x's dtype: each plane's moments, then combined as in Chan et al. (all planes have
+    the same count): ``m2 = sum(m2_p) + size * sum((mean_p - mean)^2)``."""
+    planes = _planes(x)
+    means, m2s = _per_plane(planes), _per_plane(planes)
+    parallel.rows(lambda v, m, q: _kernels.plane_moments(v, m[..., 0], q[..., 0]),
+                  planes, means, m2s)
+    means, m2s, size = means[..., 0], m2s[..., 0], planes.shape[2]
+    mean = means.mean(axis=0)
+    m2 = m2s.sum(axis=0) + size * ((means - mean) ** 2).sum(axis=0)
+    return mean.astype(x.dtype), (m2 / (planes.shape[0] * size)).astype(x.dtype)
+
+
+def normalize_into(out: Any, x: Any, mean: Any, scale: Any, shift: Any) -> None:
+    """``out = (x - mean) * scale + shift`` with per-channel (C,) vectors of x's dtype."""
+    parallel.rows(lambda o, v: _kernels.normalize(v, o, mean, scale, shift),
+                  _planes(out), _planes(x))
+
+
+def norm_grad_sums(g: Any, x: Any, mean: Any) -> tuple:
+    """Per-channel ``sum(g)`` and ``sum(g * (x - mean))``, in x's dtype."""
+    g3 = _planes(g)
+    sums, centred = _per_plane(g3), _per_plane(g3)
+    parallel.rows(lambda a, b, s, c: _kernels.plane_grad_sums(a, b, mean, s[..., 0], c[..., 0]),
+                  g3, _planes(x), sums, centred)
+    return sums[..., 0].sum(axis=0).astype(x.dtype), centred[..., 0].sum(axis=0).astype(x.dtype)
+
+
+def norm_input_grad_into(gx: Any, g: Any, x: Any, mean: Any, scale: Any, per_centred: Any,
+                         per_channel: Any) -> None:
+    """``gx = g * scale - ((x - mean) * per_centred + per_channel)``, per-channel vectors."""
+    parallel.rows(lambda o, a, b: _kernels.norm_input_grad(
+        a, b, o, mean, scale, per_centred, per_channel), _planes(gx), _planes(g), _planes(x))

@@ -16,6 +16,7 @@ from ember import parallel
 from ember.autograd import FUNCTIONS, Function, register, unbroadcast
 from ember.backend import xp
 from ember.blas import matmul
+from ember.ops import kernels
 from ember.ops.reduce import normalize_dims
 from ember.tensor import Tensor
 
@@ -686,29 +687,43 @@ class BatchNorm(Function):
 
     def forward(self, x, weight, bias, *, eps=1e-5, running=None):
         n, shape = x.size // x.shape[1], _channel_shape(x)
-        mean, var = batch_moments(x)
+        self.compiled = kernels.norm_ready(x)  # one pass per direction (kernels.py)
+        mean, var = kernels.batch_moments(x) if self.compiled else batch_moments(x)
         rstd = 1.0 / xp.sqrt(var + eps)
         if running is not None:
             update_running_stats(running, mean, var * (n / max(n - 1, 1)))
         self.save(x, mean, rstd, weight)
         out = xp.empty_like(x)
-        parallel.rows(_normalize_into, out, x, mean.reshape(shape), (rstd * weight).reshape(shape),
-                      bias.reshape(shape))
+        if self.compiled:
+            kernels.normalize_into(out, x, mean, (rstd * weight).astype(x.dtype), bias)
+        else:
+            parallel.rows(_normalize_into, out, x, mean.reshape(shape),
+                          (rstd * weight).reshape(shape), bias.reshape(shape))
         return out
 
     def backward(self, g):
         x, mean, rstd, weight = self.saved
         n, shape = x.size // x.shape[1], _channel_shape(x)
-        sums = parallel.map_rows(_gradient_sums, g, x, mean.reshape(shape))
-        g_sum = sum(part[0] for part in sums[1:]) + sums[0][0]
-        gw = (sum(part[1] for part in sums[1:]) + sums[0][1]) * rstd  # sum(g * xh)
+        compiled = self.compiled and kernels.norm_ready(g)
+        if compiled:
+            g_sum, g_centred = kernels.norm_grad_sums(g, x, mean)
+        else:
+            sums = parallel.map_rows(_gradient_sums, g, x, mean.reshape(shape))
+            g_sum = sum(part[0] for part in sums[1:]) + sums[0][0]
+            g_centred = sum(part[1] for part in sums[1:]) + sums[0][1]
+        gw = g_centred * rstd  # sum(g * xh)
         gx = None
         if self.needs_input_grad[0]:
             scale = rstd * weight
+            per_centred, per_channel = scale * rstd * gw / n, scale * g_sum / n
             gx = xp.empty_like(g)
-            parallel.rows(_input_grad_into, gx, g, x, mean.reshape(shape), scale.reshape(shape),
-                          (scale * rstd * gw / n).reshape(shape),
-                          (scale * g_sum / n).reshape(shape))
+            if compiled:
+                kernels.norm_input_grad_into(gx, g, x, mean, *(
+                    v.astype(x.dtype) for v in (scale, per_centred, per_channel)))
+            else:
+                parallel.rows(_input_grad_into, gx, g, x, mean.reshape(shape),
+                              scale.reshape(shape), per_centred.reshape(shape),
+                              per_channel.reshape(shape))
         return gx, gw, g_sum
 
     def to_onnx(self, g, inputs, output):

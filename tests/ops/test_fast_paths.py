@@ -178,8 +178,10 @@ def test_batch_norm_in_blocks_of_samples_matches_torch(monkeypatch, samples_per_
     the blocks' moments (Chan et al.): output, all gradients and running statistics
     against torch in float64, on one thread or three."""
     from ember import blas, parallel
+    from ember.ops import kernels
     from ember.ops import nn as nn_ops
     shape = (7, 3, 4, 5)
+    monkeypatch.setattr(kernels, "_wanted", False)  # NumPy's blocks (tests/ops/test_kernels.py)
     monkeypatch.setattr(nn_ops, "BN_BLOCK_BYTES", samples_per_block * 3 * 4 * 5 * 8)
     if threads > 1:
         monkeypatch.setattr(parallel, "MIN_BYTES", 0)

@@ -132,3 +132,125 @@ def test_switching_the_kernels_off_takes_the_numpy_copies(monkeypatch):
                                                           (16, 6, 5, 5), 1, 0, 1), 16)
     finally:
         kernels.set_enabled(previous)
+
+
+# ---------------------------------------------------------------- batch norm
+def batch_norm_results(data, g, w, b, dtype):
+    mine = [ember.tensor(a, dtype=dtype, requires_grad=True) for a in (data, w, b)]
+    stats = [ember.zeros(w.shape[0], dtype=dtype), ember.ones(w.shape[0], dtype=dtype)]
+    out = F.batch_norm(mine[0], *stats, mine[1], mine[2], training=True)
+    out.backward(ember.tensor(g, dtype=dtype))
+    return [out.array] + [m.grad.array for m in mine] + [s.array for s in stats]
+
+
+@pytest.mark.parametrize("shape", [(7, 3, 4, 5), (6, 4), (5, 2, 9), (3, 2, 1, 1)])
+def test_batch_norm_with_kernels_equals_torch_and_the_numpy_path(with_kernels, shape):
+    """Output, the three gradients and the running statistics, float64."""
+    rng = np.random.default_rng(6)
+    data, g = rng.normal(-4.0, 2.5, shape), rng.standard_normal(shape)
+    w, b = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    compiled = batch_norm_results(data, g, w, b, ember.float64)
+    theirs = [torch.tensor(a, requires_grad=True) for a in (data, w, b)]
+    stats = [torch.zeros(shape[1], dtype=torch.float64), torch.ones(shape[1], dtype=torch.float64)]
+    out = TF.batch_norm(theirs[0], *stats, theirs[1], theirs[2], training=True)
+    out.backward(torch.tensor(g))
+    expected = [out.detach()] + [t.grad for t in theirs] + stats
+    kernels.set_enabled(False)
+    plain = batch_norm_results(data, g, w, b, ember.float64)
+    for ours, numpy_path, reference in zip(compiled, plain, expected):
+        np.testing.assert_allclose(ours, reference.numpy(), rtol=1e-10, atol=1e-11)
+        np.testing.assert_allclose(ours, numpy_path, rtol=1e-10, atol=1e-11)
+
+
+def test_batch_norm_kernels_in_float32_match_torch(with_kernels):
+    rng = np.random.default_rng(7)
+    shape = (16, 8, 6, 6)
+    data = rng.normal(3.0, 2.0, shape).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    w, b = (rng.standard_normal(8).astype(np.float32) for _ in range(2))
+    compiled = batch_norm_results(data, g, w, b, ember.float32)
+    theirs = [torch.tensor(a, requires_grad=True) for a in (data, w, b)]
+    out = TF.batch_norm(theirs[0], torch.zeros(8), torch.ones(8), theirs[1], theirs[2],
+                        training=True)
+    out.backward(torch.tensor(g))
+    assert compiled[0].dtype == np.float32 and compiled[1].dtype == np.float32
+    for ours, reference in zip(compiled, [out.detach()] + [t.grad for t in theirs]):
+        np.testing.assert_allclose(ours, reference.numpy(), rtol=2e-4, atol=2e-4)
+
+
+def test_batch_norm_kernel_statistics_keep_their_digits_for_a_large_mean(with_kernels):
+    """float32 values at 1000 +- 0.01: plane moments about their own means, in float64."""
+    rng = np.random.default_rng(4)
+    data = (1000.0 + 0.01 * rng.standard_normal((9, 2, 64))).astype(np.float32)
+    mean, var = kernels.batch_moments(data)
+    exact = data.astype(np.float64)
+    assert mean.dtype == np.float32 and var.dtype == np.float32
+    np.testing.assert_allclose(mean, exact.mean(axis=(0, 2)), rtol=1e-6)
+    np.testing.assert_allclose(var, exact.var(axis=(0, 2)), rtol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_batch_norm_kernels_give_the_same_bits_on_any_thread_count(with_kernels, monkeypatch,
+                                                                   threads):
+    """Per-plane sums, combined over samples in order on one thread."""
+    from ember import blas, parallel
+    rng = np.random.default_rng(8)
+    data, g = rng.normal(1.0, 2.0, (7, 3, 4, 5)), rng.standard_normal((7, 3, 4, 5))
+    w, b = rng.standard_normal(3), rng.standard_normal(3)
+    single = batch_norm_results(data, g, w, b, ember.float64)
+    monkeypatch.setattr(parallel, "MIN_BYTES", 0)
+    monkeypatch.setattr(parallel, "_enabled", True)
+    monkeypatch.setattr(blas, "get_num_threads", lambda: threads)
+    for a, b_ in zip(single, batch_norm_results(data, g, w, b, ember.float64)):
+        np.testing.assert_array_equal(a, b_)
+
+
+def test_batch_norm_takes_the_numpy_path_where_the_kernels_cannot_view_planes(with_kernels):
+    """A permuted (non-contiguous) input, and an empty batch: no kernels, same answers."""
+    rng = np.random.default_rng(9)
+    base, w, b = rng.standard_normal((4, 5, 3, 2)), rng.standard_normal(2), np.zeros(2)
+    assert not kernels.norm_ready(base.transpose(0, 3, 2, 1)) and kernels.norm_ready(base)
+    assert not kernels.norm_ready(np.zeros((0, 3, 2, 2)))
+    g = rng.standard_normal((4, 2, 3, 5))
+    mine = [ember.tensor(a, dtype=ember.float64, requires_grad=True) for a in (base, w, b)]
+    x = mine[0].permute(0, 3, 2, 1)
+    assert not x.array.flags.c_contiguous
+    out = F.batch_norm(x, None, None, mine[1], mine[2], training=True)
+    out.backward(ember.tensor(g, dtype=ember.float64))
+    assert out.grad_fn.compiled is False
+    theirs = [torch.tensor(a, requires_grad=True) for a in (base, w, b)]
+    expected = TF.batch_norm(theirs[0].permute(0, 3, 2, 1), None, None, theirs[1], theirs[2],
+                             training=True)
+    expected.backward(torch.tensor(g))
+    np.testing.assert_allclose(out.array, expected.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for m, t in zip(mine, theirs):
+        np.testing.assert_allclose(m.grad.array, t.grad.numpy(), rtol=1e-10, atol=1e-11)
+
+
+@pytest.mark.parametrize("shapes", CONVS, ids=lambda c: str(c[2]) or "plain")
+@pytest.mark.parametrize("threads", [1, 3])
+def test_streamed_columns_give_the_bits_of_kept_columns(with_kernels, monkeypatch, shapes,
+                                                        threads):
+    """Per-sample layers with big columns build them a few samples at a time, in the
+    forward and again for the weight gradient (conv.streams_columns): the same products,
+    summed in the same order, whatever the block size and thread count."""
+    from ember import blas
+    x_shape, w_shape, kwargs = shapes
+    rng = np.random.default_rng(10)
+    x, w, b = (rng.standard_normal(s) for s in ((5,) + x_shape[1:], w_shape, w_shape[:1]))
+    expected = TF.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b), **kwargs)
+    g = rng.standard_normal(expected.shape)
+    monkeypatch.setattr(conv, "SAMPLE_MAX_ROWS", 10**6)
+    monkeypatch.setattr(conv, "STREAM_COLUMNS_BYTES", None)
+    kept = conv_results(x, w, b, g, kwargs)
+    monkeypatch.setattr(conv, "STREAM_COLUMNS_BYTES", 0)
+    one_sample = x[:1].nbytes * w_shape[2] * w_shape[3] * 4  # more than one sample's columns
+    monkeypatch.setattr(conv, "REBUILD_BLOCK_BYTES", 2 * one_sample)  # blocks of 2, 2 and 1
+    monkeypatch.setattr(blas, "get_num_threads", lambda: threads)
+    ts = [ember.tensor(a, dtype=ember.float64, requires_grad=True) for a in (x, w, b)]
+    out = F.conv2d(*ts, **kwargs)
+    assert out.grad_fn.streams and out.grad_fn.saved[0] is ts[0].array  # the input, kept
+    out.backward(ember.tensor(g, dtype=ember.float64))
+    for a, b_ in zip(kept, [out.array] + [t.grad.array for t in ts]):
+        np.testing.assert_array_equal(a, b_)
+    np.testing.assert_allclose(out.array, expected.numpy(), rtol=1e-10, atol=1e-10)
