@@ -44,8 +44,9 @@ def _compile() -> Any:
     # ones, and that check in the innermost loop kept it from vectorising (4x slower).
 
     @jit
-    def im2col_kernel(img, cols, sh, sw, dh, dw):
-        # cols[n, c, i, j, y, x] = img[n, c, y*sh + i*dh, x*sw + j*dw]
+    def taps_kernel(img, cols, sh, sw, dh, dw, adjoint):
+        # im2col: cols[n, c, i, j, y, x] = img[n, c, y*sh + i*dh, x*sw + j*dw];
+        # its adjoint (col2im, ``adjoint``): the same places, img += cols
         n_, c_, kh, kw, oh, ow = cols.shape
         for n in range(n_):
             for c in range(c_):
@@ -53,21 +54,12 @@ def _compile() -> Any:
                     for j in range(kw):
                         for y in range(oh):
                             r = u(y * sh + i * dh)
-                            for x in range(ow):
-                                cols[n, c, i, j, y, x] = img[n, c, r, u(x * sw + j * dw)]
-
-    @jit
-    def col2im_kernel(cols, img, sh, sw, dh, dw):
-        # the adjoint: img[n, c, y*sh + i*dh, x*sw + j*dw] += cols[n, c, i, j, y, x]
-        n_, c_, kh, kw, oh, ow = cols.shape
-        for n in range(n_):
-            for c in range(c_):
-                for i in range(kh):
-                    for j in range(kw):
-                        for y in range(oh):
-                            r = u(y * sh + i * dh)
-                            for x in range(ow):
-                                img[n, c, r, u(x * sw + j * dw)] += cols[n, c, i, j, y, x]
+                            if adjoint:  # loop-invariant: LLVM compiles two inner loops
+                                for x in range(ow):
+                                    img[n, c, r, u(x * sw + j * dw)] += cols[n, c, i, j, y, x]
+                            else:
+                                for x in range(ow):
+                                    cols[n, c, i, j, y, x] = img[n, c, r, u(x * sw + j * dw)]
 
     @jit
     def max_pool_grad_kernel(g, which, img, kw, sh, sw, dh, dw):
@@ -135,7 +127,7 @@ def _compile() -> Any:
                     gx[n, c, i] = g[n, c, i] * s - ((x[n, c, i] - m) * pc + pch)
 
     return SimpleNamespace(
-        im2col=im2col_kernel, col2im=col2im_kernel, max_pool_grad=max_pool_grad_kernel,
+        taps=taps_kernel, max_pool_grad=max_pool_grad_kernel,
         plane_moments=plane_moments_kernel, plane_grad_sums=plane_grad_sums_kernel,
         normalize=normalize_kernel, norm_input_grad=norm_input_grad_kernel)
 
@@ -168,22 +160,22 @@ def _as_rows(cols: Any) -> Any:
 
 def im2col(img: Any, cols: Any, win: Any) -> None:
     """Fill per-sample columns (n, c, kh, kw, oh, ow) from a padded (n, c, hp, wp) image."""
-    kernel, (c, kh, kw, oh, ow) = _kernels.im2col, cols.shape[1:]
+    kernel, (c, kh, kw, oh, ow) = _kernels.taps, cols.shape[1:]
 
     def run(cols_part: Any, img_part: Any) -> None:
         kernel(img_part, cols_part.reshape(len(cols_part), c, kh, kw, oh, ow),
-               win.sh, win.sw, win.dh, win.dw)
+               win.sh, win.sw, win.dh, win.dw, False)
     parallel.rows(run, _as_rows(cols), img)
 
 
 def col2im_into(cols: Any, img: Any, win: Any) -> None:
     """Add per-sample columns (n, c, kh, kw, oh, ow) into a padded (n, c, hp, wp) image
     back where ``im2col`` read them."""
-    kernel, (c, kh, kw, oh, ow) = _kernels.col2im, cols.shape[1:]
+    kernel, (c, kh, kw, oh, ow) = _kernels.taps, cols.shape[1:]
 
     def run(cols_part: Any, img_part: Any) -> None:
-        kernel(cols_part.reshape(len(cols_part), c, kh, kw, oh, ow), img_part,
-               win.sh, win.sw, win.dh, win.dw)
+        kernel(img_part, cols_part.reshape(len(cols_part), c, kh, kw, oh, ow),
+               win.sh, win.sw, win.dh, win.dw, True)
     parallel.rows(run, _as_rows(cols), img)  # the columns decide whether to split
 
 
