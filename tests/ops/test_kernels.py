@@ -254,3 +254,27 @@ def test_streamed_columns_give_the_bits_of_kept_columns(with_kernels, monkeypatc
     for a, b_ in zip(kept, [out.array] + [t.grad.array for t in ts]):
         np.testing.assert_array_equal(a, b_)
     np.testing.assert_allclose(out.array, expected.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shapes", CONVS, ids=lambda c: str(c[2]) or "plain")
+def test_streamed_input_gradient_is_the_same_in_any_block_size(with_kernels, monkeypatch,
+                                                               shapes):
+    """col2im of W^T g a block of samples at a time (conv.streamed_input_grad): each
+    sample's sums are the same whatever the block size; NumPy's wide col2im agrees."""
+    x_shape, w_shape, kwargs = shapes
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal((5,) + x_shape[1:]), rng.standard_normal(w_shape)
+    win = conv.conv_window("conv2d", x.shape, w.shape, kwargs.get("stride", 1),
+                           kwargs.get("padding", 0), kwargs.get("dilation", 1))
+    groups = kwargs.get("groups", 1)
+    gy = rng.standard_normal((5, w_shape[0], win.oh * win.ow))
+    matrix = conv.grouped(w.reshape(w_shape[0], -1), groups)
+    results = []
+    for block_bytes in (1, 10**9):  # one sample per block; the whole batch in one
+        monkeypatch.setattr(conv, "REBUILD_BLOCK_BYTES", block_bytes)
+        results.append(conv.streamed_input_grad(gy, matrix, win))
+    np.testing.assert_array_equal(results[0], results[1])
+    wide = conv.sample_from_columns(
+        conv.sample_matmul(conv.swap(matrix), conv.widened(gy.reshape(5, w_shape[0], win.oh,
+                                                                      win.ow), win)), win)
+    np.testing.assert_allclose(results[0], wide, rtol=1e-12, atol=1e-12)
