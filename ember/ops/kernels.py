@@ -39,7 +39,15 @@ def _compile() -> Any:
         import numba
     except ImportError:
         return False
-    jit, u = numba.njit(nogil=True, cache=True), numba.uint64
+    def compiler(**options: Any) -> Any:
+        def jit(fn: Any) -> Any:
+            try:  # cached on disk beside this file, or in the user's cache directory
+                return numba.njit(nogil=True, cache=True, **options)(fn)
+            except RuntimeError:  # neither is writable: compile each process instead
+                return numba.njit(nogil=True, **options)(fn)
+        return jit
+
+    jit, u = compiler(), numba.uint64
     # Indices are cast to unsigned: NumPy-style negative indexing makes Numba wrap signed
     # ones, and that check in the innermost loop kept it from vectorising (4x slower).
 
@@ -76,7 +84,7 @@ def _compile() -> Any:
     # Batch norm: per (sample, channel) plane, so each plane is read from cache; sums in
     # float64, reassociated so that they vectorise (their order is fixed by the plane, so
     # results do not depend on the number of threads)
-    sums = numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
+    sums = compiler(fastmath={"reassoc"})
 
     @sums
     def plane_moments_kernel(x, means, m2s):

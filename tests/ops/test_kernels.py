@@ -278,3 +278,21 @@ def test_streamed_input_gradient_is_the_same_in_any_block_size(with_kernels, mon
         conv.sample_matmul(conv.swap(matrix), conv.widened(gy.reshape(5, w_shape[0], win.oh,
                                                                       win.ow), win)), win)
     np.testing.assert_allclose(results[0], wide, rtol=1e-12, atol=1e-12)
+
+
+def test_kernels_compile_without_a_writable_cache(with_kernels, monkeypatch):
+    """Numba raises RuntimeError for cache=True when no cache directory is writable (a
+    read-only install and home): the kernels are then compiled per process."""
+    import numba
+    real_njit = numba.njit
+
+    def njit(*args, cache=False, **options):
+        if cache:
+            raise RuntimeError("cannot cache function: no locator available")
+        return real_njit(*args, **options)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    compiled = kernels._compile()
+    img, cols = np.arange(16.0).reshape(1, 1, 4, 4), np.empty((1, 1, 2, 2, 3, 3))
+    compiled.taps(img, cols, 1, 1, 1, 1, False)
+    np.testing.assert_array_equal(cols[0, 0, 1, 1], img[0, 0, 1:, 1:])
