@@ -355,7 +355,7 @@ SAMPLE_THREADS = True  # split the per-sample product stacks between threads (sa
 SAMPLE_MAX_ROWS = 64  # where blocking is possible, only layers this narrow stay per sample
 SAMPLE_MAX_COLUMNS_BYTES = 16 << 20  # ... and only while their batch's columns are this small
 STREAM_COLUMNS_BYTES: int | None = 4 << 20  # bigger per-sample columns: built in blocks
-REBUILD_BLOCK_BYTES = 1 << 20  # ... of about this size (kernels.py's im2col; None: never)
+STREAM_BLOCK_BYTES = 1 << 20  # ... of about this size (None above: never streamed)
 
 
 def per_sample(win: Window, c_out: int) -> bool:
@@ -385,10 +385,6 @@ def sample_from_columns(cols: Any, win: Window) -> Any:
     size = win.n * win.c * win.hp * win.wp
     wq = cols.shape[-1] // win.oh
     buf = xp.zeros(size + (win.slack if wq == win.wq else 0), cols.dtype)
-    img = buf[:size].reshape(win.n, win.c, win.hp, win.wp)
-    if kernels.enabled(cols.dtype) and wq == win.ow:  # compiled loops (narrow columns only)
-        kernels.col2im_into(cols.reshape(win.n, win.c, win.kh, win.kw, win.oh, wq), img, win)
-        return interior(img, win) if win.padded else img
     c, kh, kw, n, oh, step = tap_strides(win, buf.itemsize)
     taps = cols.reshape(win.n, win.c, win.kh, win.kw, win.oh, wq)
     for i in range(win.kh):
@@ -397,6 +393,7 @@ def sample_from_columns(cols: Any, win: Window) -> Any:
             target = xp.lib.stride_tricks.as_strided(
                 buf[start:], (win.n, win.c, win.oh, wq), (n, c, oh, step))
             add_into(target, taps[:, :, i, j])
+    img = buf[:size].reshape(win.n, win.c, win.hp, win.wp)
     return interior(img, win) if win.padded else img
 
 
@@ -456,7 +453,7 @@ def _column_blocks(x: Any, win: Window, use: Any) -> None:
     it is in cache: the layer's columns are never all in memory at once."""
     n = win.n
     img = padded_flat(x, win)[:n * win.c * win.hp * win.wp].reshape(n, win.c, win.hp, win.wp)
-    per_block = max(1, REBUILD_BLOCK_BYTES // (win.c * win.kh * win.kw * win.oh * win.ow *
+    per_block = max(1, STREAM_BLOCK_BYTES // (win.c * win.kh * win.kw * win.oh * win.ow *
                                                 x.itemsize))
 
     def run(starts: Any) -> None:
@@ -491,7 +488,7 @@ def streamed_input_grad(gy: Any, w: Any, win: Window) -> Any:
     groups, p, q = w.shape
     n, length = win.n, win.oh * win.ow
     img = xp.zeros((n, win.c, win.hp, win.wp), xp.result_type(w, gy))
-    per_block = max(1, REBUILD_BLOCK_BYTES // (groups * q * length * img.itemsize))
+    per_block = max(1, STREAM_BLOCK_BYTES // (groups * q * length * img.itemsize))
     w_t = swap(w)  # (groups, q, p)
 
     def run(starts: Any) -> None:

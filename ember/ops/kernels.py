@@ -26,8 +26,8 @@ from typing import Any
 from ember import parallel
 from ember.backend import xp
 
-__all__ = ["enabled", "set_enabled", "im2col", "col2im_into", "max_pool_grad_into",
-           "norm_ready", "batch_moments", "normalize_into", "norm_grad_sums",
+__all__ = ["enabled", "set_enabled", "im2col", "col2im_into", "max_pool_2x2",
+           "max_pool_grad_into", "norm_ready", "batch_moments", "normalize_into", "norm_grad_sums",
            "norm_input_grad_into"]
 
 _wanted = os.environ.get("EMBER_NUMBA", "1") != "0"
@@ -41,6 +41,7 @@ def _compile() -> Any:
         import numba
     except ImportError:
         return False
+
     def compiler(**options: Any) -> Any:
         def jit(fn: Any) -> Any:
             try:  # cached on disk beside this file, or in the user's cache directory

@@ -245,7 +245,7 @@ def test_streamed_columns_give_the_bits_of_kept_columns(with_kernels, monkeypatc
     kept = conv_results(x, w, b, g, kwargs)
     monkeypatch.setattr(conv, "STREAM_COLUMNS_BYTES", 0)
     one_sample = x[:1].nbytes * w_shape[2] * w_shape[3] * 4  # more than one sample's columns
-    monkeypatch.setattr(conv, "REBUILD_BLOCK_BYTES", 2 * one_sample)  # blocks of 2, 2 and 1
+    monkeypatch.setattr(conv, "STREAM_BLOCK_BYTES", 2 * one_sample)  # blocks of 2, 2 and 1
     monkeypatch.setattr(blas, "get_num_threads", lambda: threads)
     ts = [ember.tensor(a, dtype=ember.float64, requires_grad=True) for a in (x, w, b)]
     out = F.conv2d(*ts, **kwargs)
@@ -271,7 +271,7 @@ def test_streamed_input_gradient_is_the_same_in_any_block_size(with_kernels, mon
     matrix = conv.grouped(w.reshape(w_shape[0], -1), groups)
     results = []
     for block_bytes in (1, 10**9):  # one sample per block; the whole batch in one
-        monkeypatch.setattr(conv, "REBUILD_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(conv, "STREAM_BLOCK_BYTES", block_bytes)
         results.append(conv.streamed_input_grad(gy, matrix, win))
     np.testing.assert_array_equal(results[0], results[1])
     wide = conv.sample_from_columns(
