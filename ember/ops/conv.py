@@ -219,6 +219,12 @@ def padded_flat(x: Any, win: Window, fill: float = 0.0) -> Any:
     return buf
 
 
+def padded_planes(x: Any, win: Window) -> Any:
+    """The padded input as an (n, c, hp, wp) array (``padded_flat`` without its slack)."""
+    return padded_flat(x, win)[:win.n * win.c * win.hp * win.wp].reshape(
+        win.n, win.c, win.hp, win.wp)
+
+
 def copy(dst: Any, src: Any) -> None:
     """``dst[...] = src``, shared between threads when big (ember.parallel)."""
     parallel.rows(xp.copyto, dst, src)
@@ -365,13 +371,12 @@ def per_sample(win: Window, c_out: int) -> bool:
 
 def sample_columns(x: Any, win: Window) -> Any:
     """im2col per sample: (n, c, h, w) -> (n, c*kh*kw, oh*ow)."""
-    buf = padded_flat(x, win)
     shape = (win.n, win.c, win.kh, win.kw, win.oh, win.ow)
     cols = xp.empty(shape, x.dtype)
     if kernels.enabled(x.dtype):  # compiled loops: NumPy copies these taps in rows of ow
-        kernels.im2col(buf[:win.n * win.c * win.hp * win.wp].reshape(
-            win.n, win.c, win.hp, win.wp), cols, win)
+        kernels.im2col(padded_planes(x, win), cols, win)
     else:
+        buf = padded_flat(x, win)
         c, kh, kw, n, oh, ow = tap_strides(win, buf.itemsize)
         copy(cols, xp.lib.stride_tricks.as_strided(buf, shape, (n, c, kh, kw, oh, ow),
                                                    writeable=False))  # the one copy
@@ -452,7 +457,7 @@ def _column_blocks(x: Any, win: Window, use: Any) -> None:
     buffer each thread reuses, calling ``use(start, stop, columns)`` on each block while
     it is in cache: the layer's columns are never all in memory at once."""
     n = win.n
-    img = padded_flat(x, win)[:n * win.c * win.hp * win.wp].reshape(n, win.c, win.hp, win.wp)
+    img = padded_planes(x, win)
     per_block = max(1, STREAM_BLOCK_BYTES // (win.c * win.kh * win.kw * win.oh * win.ow *
                                                 x.itemsize))
 

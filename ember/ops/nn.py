@@ -741,24 +741,6 @@ class BatchNorm(Function):
         g.node("Add", [scaled, g.node("Reshape", [bias, target])], output)
 
 
-def _subtract(out: Any, a: Any, b: Any) -> None:
-    xp.subtract(a, b, out=out)
-
-
-def _scale_shift(x: Any, scale: Any, shift: Any) -> None:
-    x *= scale
-    x += shift
-
-
-def _batch_norm_input_grad(gx: Any, g: Any, centred: Any, scale: Any, per_centred: Any,
-                           per_channel: Any) -> None:
-    """``gx = g * scale - (centred * per_centred + per_channel)``; overwrites ``centred``."""
-    xp.multiply(g, scale, out=gx)
-    centred *= per_centred
-    centred += per_channel
-    gx -= centred
-
-
 def update_running_stats(running: tuple, mean: Any, unbiased_var: Any) -> None:
     """``running = (1 - momentum) * running + momentum * batch``, in place."""
     running_mean, running_var, momentum = running
