@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from ember import parallel
+from ember.ops import kernels
 from ember.autograd import Function, register, register_composed
 from ember.backend import xp
 from ember.dtypes import to_dtype
@@ -196,7 +197,12 @@ def _relu_into(out, a):
 
 
 def _relu_grad_into(grad, g, out):
-    xp.multiply(g, out > 0, out=grad)
+    """torch's rule: 0 where the output is <= 0, else g. ``g * (out > 0)`` would differ
+    at NaN outputs (0, not g) and at an infinite g where the output is 0 (NaN, not 0),
+    so the mask clears g's bits instead: ``g & (all ones where out > 0 or NaN)``."""
+    bits = xp.dtype(f"i{g.dtype.itemsize}")
+    mask = xp.subtract(xp.less_equal(out, 0), 1, dtype=bits)  # 0 or -1 (all bits set)
+    xp.bitwise_and(g.view(bits), mask, out=grad.view(bits))
 
 
 @register("relu")
@@ -208,8 +214,12 @@ class Relu(Function):
         return out
 
     def backward(self, g):  # 1 where a > 0, else 0 (0 at 0, as in torch)
+        out = self.saved[0]
         grad = xp.empty_like(g)
-        parallel.rows(_relu_grad_into, grad, g, self.saved[0])
+        if kernels.flat_ready(g, out):  # one compiled pass instead of three
+            kernels.relu_grad_into(grad, g, out)
+        else:
+            parallel.rows(_relu_grad_into, grad, g, out)
         return grad
 
     def to_onnx(self, g, inputs, output):

@@ -19,6 +19,7 @@ several threads, each on its own samples.
 
 from __future__ import annotations
 
+import functools
 import os
 from types import SimpleNamespace
 from typing import Any
@@ -28,7 +29,8 @@ from ember.backend import xp
 
 __all__ = ["enabled", "set_enabled", "im2col", "col2im_into", "max_pool_2x2",
            "max_pool_grad_into", "norm_ready", "batch_moments", "normalize_into", "norm_grad_sums",
-           "norm_input_grad_into"]
+           "norm_input_grad_into", "relu_grad_into", "flat_ready", "adam_scalars", "adam_update",
+           "sgd_momentum_update"]
 
 _wanted = os.environ.get("EMBER_NUMBA", "1") != "0"
 _DTYPES = (xp.dtype(xp.float32), xp.dtype(xp.float64))
@@ -155,7 +157,55 @@ def _compile() -> Any:
                 for i in range(size):
                     gx[n, c, i] = g[n, c, i] * s - ((x[n, c, i] - m) * pc + pch)
 
+    # Elementwise passes fused into one: no error checks on division (NumPy's rules, so
+    # 0/0 is NaN, not an exception), which lets LLVM vectorise the loops; no fastmath, so
+    # each product and sum rounds as NumPy's separate passes do (the same bits)
+    flat = compiler(error_model="numpy")
+
+    @flat
+    def relu_grad_kernel(g, out, grad):
+        # torch's threshold_backward: 0 where the output is <= 0, else g (NaN outputs pass
+        # g on; an infinite g at a zero output gives 0, not NaN). Arrays of any rank, all
+        # C-contiguous: read as flat runs
+        gf, of, rf = g.reshape(g.size), out.reshape(out.size), grad.reshape(grad.size)
+        for i in range(gf.size):
+            if of[i] <= 0:
+                rf[i] = 0
+            else:
+                rf[i] = gf[i]
+
+    # Every operand of the arithmetic below has the arrays' dtype: a Python number in a
+    # float32 expression (``1 - w``) would make Numba compute it, and all that follows,
+    # in float64, and round differently from NumPy's float32 passes.
+    @flat
+    def adam_kernel(p, g, m, v, near_m, w, beta2, w2, bias2, eps, step):
+        # m = lerp(m, g, 1 - beta1) in torch's two-sided form (from m when ``near_m``,
+        # w = 1 - beta1, else from g, w = beta1), v = beta2 v + (g w2) g, then
+        # p -= m / (sqrt(v) / bias2 + eps) * step: Adam._adam_step's passes, per element
+        pf, gf, mf, vf = p.reshape(p.size), g.reshape(g.size), m.reshape(m.size), v.reshape(v.size)
+        for i in range(pf.size):
+            gi, mi = gf[i], mf[i]
+            if near_m:
+                mi = mi + (gi - mi) * w
+            else:
+                mi = gi - (gi - mi) * w
+            vi = vf[i] * beta2 + gi * w2 * gi
+            mf[i], vf[i] = mi, vi
+            pf[i] = pf[i] - mi / (xp.sqrt(vi) / bias2 + eps) * step
+
+    @flat
+    def sgd_momentum_kernel(p, g, buf, momentum, keep, lr, nesterov):
+        # buf = momentum buf + keep g (keep = 1 - dampening), then p -= lr * direction,
+        # the direction being g + momentum buf (Nesterov) or buf
+        pf, gf, bf = p.reshape(p.size), g.reshape(g.size), buf.reshape(buf.size)
+        for i in range(pf.size):
+            gi = gf[i]
+            b = bf[i] * momentum + (gi * keep if keep != 1 else gi)
+            bf[i] = b
+            pf[i] = pf[i] - (gi + b * momentum if nesterov else b) * lr
+
     return SimpleNamespace(
+        relu_grad=relu_grad_kernel, adam=adam_kernel, sgd_momentum=sgd_momentum_kernel,
         taps=taps_kernel, max_pool_2x2=max_pool_2x2_kernel, max_pool_grad=max_pool_grad_kernel,
         plane_moments=plane_moments_kernel, plane_grad_sums=plane_grad_sums_kernel,
         normalize=normalize_kernel, norm_input_grad=norm_input_grad_kernel)
@@ -277,3 +327,49 @@ def norm_input_grad_into(gx: Any, g: Any, x: Any, mean: Any, scale: Any, per_cen
     """``gx = g * scale - ((x - mean) * per_centred + per_channel)``, per-channel vectors."""
     parallel.rows(lambda o, a, b: _kernels.norm_input_grad(
         a, b, o, mean, scale, per_centred, per_channel), _planes(gx), _planes(g), _planes(x))
+
+
+# ---------------------------------------------------------------- elementwise and optimizers
+def flat_ready(*arrays: Any) -> bool:
+    """Whether the one-pass kernels below can take these arrays: kernels on, one float32
+    or float64 dtype, and C-contiguous (so each is one flat run)."""
+    dtype = arrays[0].dtype
+    if not enabled(dtype):
+        return False
+    for a in arrays:  # a loop, not all(...): an optimizer asks this for every parameter
+        if a.dtype != dtype or not a.flags.c_contiguous:
+            return False
+    return True
+
+
+def relu_grad_into(grad: Any, g: Any, out: Any) -> None:
+    """``grad = 0 where out <= 0, else g`` (``flat_ready`` arrays of one shape)."""
+    parallel.rows(lambda a, b, c: _kernels.relu_grad(b, c, a), grad, g, out)
+
+
+@functools.lru_cache(maxsize=64)
+def adam_scalars(dtype: Any, beta1: float, beta2: float, lr: float, eps: float,
+                 step: float) -> tuple:
+    """``adam_update``'s coefficients for one step, rounded to the arrays' dtype as NumPy
+    rounds a Python float it meets in an operation (computed once per step, not per
+    parameter). The moment's lerp weight is ``1 - beta1``; ``adam.lerp_`` multiplies by
+    it below 0.5 and by ``1 - (1 - beta1)`` from the other end above."""
+    real, weight = dtype.type, 1 - beta1
+    near_m = abs(weight) < 0.5
+    return (near_m, real(weight if near_m else 1 - weight), real(beta2), real(1 - beta2),
+            real((1 - beta2 ** step) ** 0.5), real(eps), real(lr / (1 - beta1 ** step)))
+
+
+def adam_update(param: Any, g: Any, m: Any, v: Any, scalars: tuple) -> None:
+    """One Adam step in place on ``flat_ready`` arrays, in ``Adam._adam_step``'s order of
+    operations, with ``adam_scalars``' coefficients."""
+    _kernels.adam(param, g, m, v, *scalars)
+
+
+def sgd_momentum_update(param: Any, g: Any, buf: Any, momentum: float, dampening: float,
+                        lr: float, nesterov: bool) -> None:
+    """``buf = momentum * buf + (1 - dampening) * g``, then ``param -= lr * (g + momentum
+    * buf if nesterov else buf)``, in place on ``flat_ready`` arrays."""
+    real = param.dtype.type
+    _kernels.sgd_momentum(param, g, buf, real(momentum), real(1 - dampening), real(lr),
+                          nesterov)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ember.backend import xp
+from ember.ops import kernels
 from ember.optim.optimizer import Optimizer, ParamsT, _require, _state_tensor
 
 __all__ = ["Adam", "AdamW", "lerp_"]
@@ -75,6 +76,11 @@ class Adam(Optimizer):
                 g = self._grad(param, p.grad.array, 0, maximize)
             else:
                 g = self._grad(param, p.grad.array, weight_decay, maximize)
+            m, v = state["exp_avg"].array, state["exp_avg_sq"].array
+            if not amsgrad and kernels.flat_ready(param, g, m, v):  # the same, in one pass
+                kernels.adam_update(param, g, m, v, kernels.adam_scalars(
+                    param.dtype, beta1, beta2, lr, eps, state["step"]))
+                continue
             self._adam_step(param, state, g, beta1, beta2, lr, eps, amsgrad, self._tmp(param, 1))
 
     @staticmethod

@@ -6,6 +6,7 @@ from typing import Any
 
 from ember.backend import xp
 from ember.blas import axpy
+from ember.ops import kernels
 from ember.optim.optimizer import Optimizer, ParamsT, _require, _state_tensor
 
 __all__ = ["SGD"]
@@ -48,6 +49,11 @@ class SGD(Optimizer):
             param = p.array
             g = grad.array if plain else self._grad(param, grad.array, weight_decay, maximize)
             if momentum != 0:
+                buf = self.state[p].get("momentum_buffer")
+                if buf is not None and kernels.flat_ready(param, g, buf.array):
+                    kernels.sgd_momentum_update(param, g, buf.array, momentum,
+                                                group["dampening"], lr, group["nesterov"])
+                    continue  # buffer and parameter updated in one compiled pass
                 g = self._momentum(p, g, momentum, group["dampening"], group["nesterov"])
             if not axpy(-lr, g, param):  # p += -lr * g in one pass where BLAS can
                 xp.subtract(param, xp.multiply(g, lr, out=self._tmp(param, 1)), out=param)

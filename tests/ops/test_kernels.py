@@ -346,3 +346,109 @@ def test_compiled_2x2_max_pool_reads_strided_inputs_and_splits_by_samples(with_k
     np.testing.assert_array_equal(F.max_pool2d(x, 2).array, single)
     expected = TF.max_pool2d(torch.tensor(base).permute(0, 3, 1, 2), 2)
     np.testing.assert_array_equal(single, expected.numpy().astype(single.dtype))
+
+
+# ---------------------------------------------------------------- ReLU's gradient
+def edge_values(shape, dtype, seed):
+    """Random values with NaN, +-inf, 0 and -0 sprinkled in: where ReLU's backward rules
+    differ (torch: 0 where the output is <= 0, else the incoming gradient)."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(shape).astype(dtype)
+    for step, value in ((7, np.nan), (11, 0.0), (13, -0.0), (17, np.inf), (19, -np.inf)):
+        a.reshape(-1)[seed % step::step] = value
+    return a
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
+def test_relu_gradient_follows_torch_at_nan_inf_and_zero(with_kernels, dtype, compiled):
+    kernels.set_enabled(compiled)
+    x, g = edge_values((9, 31), dtype, 1), edge_values((9, 31), dtype, 2)
+    ours = ember.from_numpy(x.copy()).requires_grad_()
+    out = ours.relu()
+    out.backward(ember.from_numpy(g))
+    theirs = torch.tensor(x, requires_grad=True)
+    expected = theirs.relu()
+    expected.backward(torch.tensor(g))
+    np.testing.assert_array_equal(out.array, expected.detach().numpy())
+    np.testing.assert_array_equal(ours.grad.array, theirs.grad.numpy())
+    assert np.isnan(ours.grad.array).any() and (ours.grad.array == 0).any()  # both rules ran
+
+
+def test_relu_gradient_kernel_on_threads_and_strided_gradients(with_kernels, monkeypatch):
+    from ember import blas, parallel
+    x, g = edge_values((40, 5, 6), np.float32, 3), edge_values((40, 6, 5), np.float32, 4)
+    strided = ember.from_numpy(g).permute(0, 2, 1)  # not contiguous: the NumPy path
+
+    def gradient(grad):
+        xt = ember.from_numpy(x.copy()).requires_grad_()
+        xt.relu().backward(grad)
+        return xt.grad.array
+    expected = gradient(ember.from_numpy(np.ascontiguousarray(g.transpose(0, 2, 1))))
+    np.testing.assert_array_equal(gradient(strided), expected)
+    monkeypatch.setattr(parallel, "MIN_BYTES", 0)
+    monkeypatch.setattr(parallel, "_enabled", True)
+    monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
+    np.testing.assert_array_equal(gradient(ember.from_numpy(g.transpose(0, 2, 1).copy())),
+                                  expected)
+
+
+# ---------------------------------------------------------------- optimizers
+OPTIMIZER_KERNELS = [
+    (ember.optim.Adam, dict(lr=0.01)),
+    (ember.optim.Adam, dict(lr=0.02, betas=(0.3, 0.9), eps=1e-6)),  # lerp's other side
+    (ember.optim.Adam, dict(lr=0.01, weight_decay=0.1, maximize=True)),
+    (ember.optim.AdamW, dict(lr=0.01, weight_decay=0.1)),
+    (ember.optim.SGD, dict(lr=0.05, momentum=0.9)),
+    (ember.optim.SGD, dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=1e-3)),
+    (ember.optim.SGD, dict(lr=0.05, momentum=0.7, dampening=0.25)),
+]
+
+
+def optimizer_run(cls, kwargs, dtype, steps=6):
+    """Parameters and optimizer state after ``steps`` steps on random gradients. Shapes
+    stay below ember.blas.AXPY_MIN_SIZE, so SGD's NumPy path rounds as the kernel does
+    (BLAS's axpy may fuse the multiply-add)."""
+    rng = np.random.default_rng(5)
+    params = [ember.from_numpy(rng.standard_normal(s).astype(dtype)).requires_grad_()
+              for s in ((7, 3, 2), (11,), (40, 50))]
+    opt = cls(params, **kwargs)
+    for _ in range(steps):
+        for p in params:
+            scale = 10.0 ** rng.uniform(-6, 2, p.shape)
+            p.grad = ember.from_numpy((rng.standard_normal(p.shape) * scale).astype(dtype))
+        opt.step()
+    buffers = [s.array for state in opt.state.values() for s in state.values()
+               if isinstance(s, ember.Tensor)]
+    return [p.array for p in params] + buffers
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("row", OPTIMIZER_KERNELS, ids=lambda r: f"{r[0].__name__}{r[1]}")
+def test_optimizer_kernels_give_the_bits_of_the_numpy_updates(with_kernels, monkeypatch, row,
+                                                               dtype):
+    cls, kwargs = row
+    calls = []
+    for name in ("adam_update", "sgd_momentum_update"):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, f=original: calls.append(1) or f(*a))
+    compiled = optimizer_run(cls, kwargs, dtype)
+    assert calls  # the kernels ran
+    kernels.set_enabled(False)
+    for ours, numpy_path in zip(compiled, optimizer_run(cls, kwargs, dtype), strict=True):
+        assert ours.dtype == dtype
+        np.testing.assert_array_equal(ours, numpy_path)
+
+
+def test_optimizer_kernels_skip_strided_gradients_and_amsgrad(with_kernels, monkeypatch):
+    monkeypatch.setattr(kernels, "adam_update", None)  # would raise if called
+    monkeypatch.setattr(kernels, "sgd_momentum_update", None)
+    for cls, kwargs in ((ember.optim.Adam, dict(amsgrad=True)),
+                        (ember.optim.SGD, dict(momentum=0.9)), (ember.optim.Adam, {})):
+        p = ember.zeros(4, 3, requires_grad=True)
+        opt = cls([p], lr=0.1, **kwargs)
+        strided = "amsgrad" not in kwargs  # amsgrad: the NumPy path even for contiguous ones
+        for _ in range(2):
+            p.grad = ember.ones(3, 4).transpose(0, 1) if strided else ember.ones(4, 3)
+            opt.step()
+        assert float(p.array[0, 0]) < 0
