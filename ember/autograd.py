@@ -299,7 +299,7 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
         if type(out) is not _ndarray:
             out = xp.asarray(out)  # NumPy reductions return scalars, not 0-d arrays
         result = _new_tensor(Tensor)
-        result.array, result.grad, result._retains_grad = out, None, False
+        result.array, result._grad, result._retains_grad = out, None, False
         if True in needs and mode.enabled and cls.differentiable:
             if n == 2:
                 fn._first, fn._second = inputs

@@ -40,7 +40,7 @@ class Tensor:
     tensor([2., 4., 6.])
     """
 
-    __slots__ = ("array", "_requires_grad", "grad", "grad_fn", "_retains_grad", "__weakref__")
+    __slots__ = ("array", "_requires_grad", "_grad", "grad_fn", "_retains_grad", "__weakref__")
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected op
 
     def __init__(self, data: Any, dtype: Any = None, requires_grad: bool = False) -> None:
@@ -49,7 +49,7 @@ class Tensor:
         array = xp.asarray(data)
         dtype = dtypes.infer_dtype(array) if dtype is None else dtypes.to_dtype(dtype)
         self.array = array.astype(dtype, copy=False)
-        self.grad: Tensor | None = None
+        self._grad: Tensor | None = None
         self.grad_fn = None
         self._retains_grad = False
         self._requires_grad = False
@@ -61,12 +61,34 @@ class Tensor:
         t = object.__new__(Tensor)
         t.array = array if type(array) is xp.ndarray else xp.asarray(array)
         t._requires_grad = requires_grad
-        t.grad = None
+        t._grad = None
         t.grad_fn = grad_fn
         t._retains_grad = False
         return t
 
     # ------------------------------------------------------------ autograd state
+    @property
+    def grad(self) -> Tensor | None:
+        """The gradient that ``backward`` accumulated here (None before any)."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        # torch refuses a gradient that does not fit; here it would otherwise reach an
+        # optimizer, whose update broadcasts a wrong shape silently
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got grad "
+                                f"of type {type(value).__name__}")
+            if value.shape != self.shape:
+                raise RuntimeError(f"assigned grad has data of a different size: "
+                                   f"{value.shape}, expected {self.shape}")
+            if value.dtype != self.dtype:
+                raise RuntimeError(f"attempting to assign a gradient with dtype "
+                                   f"{value.dtype_name} to a tensor with dtype "
+                                   f"{self.dtype_name}; cast it first (grad.to(...))")
+        self._grad = value
+
     @property
     def requires_grad(self) -> bool:
         return self._requires_grad
@@ -489,7 +511,7 @@ class FreedTensor(Tensor):
     def of(cls, t: Tensor) -> FreedTensor:
         stand_in = object.__new__(cls)
         stand_in._shape, stand_in._dtype = t.array.shape, t.array.dtype
-        stand_in.grad_fn, stand_in.grad, stand_in._requires_grad = t.grad_fn, None, True
+        stand_in.grad_fn, stand_in._grad, stand_in._requires_grad = t.grad_fn, None, True
         stand_in._retains_grad = False
         return stand_in
 
@@ -529,7 +551,7 @@ def _accumulate(node: Tensor, grad: Any, handed_out: set[int]) -> None:
     if grad.base is not None or id(grad) in handed_out or not grad.flags.writeable:
         grad = grad.copy()
     handed_out.add(id(grad))
-    node.grad = Tensor._make(grad, False, None)
+    node._grad = Tensor._make(grad, False, None)
 
 
 # ---------------------------------------------------------------- indexing helper

@@ -371,3 +371,33 @@ def test_readme_example_runs_as_written():
     exec(compile(block.group(1), "README.md", "exec"), namespace)  # noqa: S102
     x = namespace["x"]
     assert x.grad is not None
+
+
+def test_t_refuses_more_than_two_dims_like_torch():
+    x = ember.zeros(2, 3, 4)
+    with pytest.raises(ValueError, match=r"t: expects a tensor with <= 2 dims.*\(2, 3, 4\)"):
+        x.t()
+    with pytest.raises(RuntimeError):
+        torch.zeros(2, 3, 4).t()
+    assert ember.t(ember.zeros(3)).shape == (3,) and x.mT.shape == (2, 4, 3)
+
+
+@pytest.mark.parametrize("value, error, message", [
+    (ember.zeros(3), RuntimeError, r"different size: \(3,\), expected \(4, 3\)"),
+    (ember.zeros(4, 3, dtype=ember.float64), RuntimeError, "float64 to a tensor with dtype "
+                                                           "ember.float32"),
+    (np.zeros((4, 3), np.float32), TypeError, "Tensor or None but got grad of type ndarray"),
+])
+def test_assigning_a_grad_that_does_not_fit_is_refused_like_torch(value, error, message):
+    """An optimizer would broadcast a (3,) gradient over a (4, 3) weight without a word."""
+    p = ember.nn.Parameter(ember.zeros(4, 3))
+    with pytest.raises(error, match=message):
+        p.grad = value
+    assert p.grad is None
+    theirs = torch.zeros(4, 3, requires_grad=True)
+    with pytest.raises((RuntimeError, TypeError)):
+        theirs.grad = torch.from_numpy(value.array) if isinstance(value, ember.Tensor) else value
+    p.grad = ember.ones(4, 3)  # a fitting one, and None, are taken
+    assert p.grad.shape == (4, 3)
+    p.grad = None
+    assert p.grad is None

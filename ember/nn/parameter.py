@@ -33,7 +33,7 @@ class Parameter(Tensor):
         else:  # Python numbers and lists: torch's dtype rule (float data is float32)
             array = Tensor(data).array
         self.array = array
-        self.grad = None
+        self._grad = None
         self.grad_fn = None
         self._retains_grad = False
         self._requires_grad = False

@@ -321,7 +321,17 @@ def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
     return x.permute(*dims) if x.ndim else x
 
 
+@register_composed("t")
+def t(x: Tensor) -> Tensor:
+    """The transpose of a matrix (``transpose(0, 1)``); 0-D and 1-D tensors as they are."""
+    if x.ndim > 2:
+        raise ValueError(f"t: expects a tensor with <= 2 dims, but it has {x.ndim} "
+                         f"(shape {x.shape}); use transpose(dim0, dim1) or .mT")
+    return transpose(x, 0, 1) if x.ndim == 2 else x
+
+
 Tensor.T = property(lambda self: self.permute(*reversed(range(self.ndim))))
+Tensor.mT = property(lambda self: transpose(self, -2, -1), doc="The last two dims swapped.")
 
 
 @register_composed("broadcast_to")
