@@ -30,7 +30,7 @@ from ember.backend import xp
 __all__ = ["enabled", "set_enabled", "im2col", "col2im_into", "max_pool_2x2",
            "max_pool_grad_into", "norm_ready", "batch_moments", "normalize_into", "norm_grad_sums",
            "norm_input_grad_into", "relu_grad_into", "flat_ready", "adam_scalars", "adam_update",
-           "sgd_momentum_update"]
+           "sgd_update", "sgd_momentum_update"]
 
 _wanted = os.environ.get("EMBER_NUMBA", "1") != "0"
 _DTYPES = (xp.dtype(xp.float32), xp.dtype(xp.float64))
@@ -194,6 +194,13 @@ def _compile() -> Any:
             pf[i] = pf[i] - mi / (xp.sqrt(vi) / bias2 + eps) * step
 
     @flat
+    def sgd_kernel(p, g, lr):
+        # p -= g * lr, rounding the product first as NumPy's two passes do
+        pf, gf = p.reshape(p.size), g.reshape(g.size)
+        for i in range(pf.size):
+            pf[i] = pf[i] - gf[i] * lr
+
+    @flat
     def sgd_momentum_kernel(p, g, buf, momentum, keep, lr, nesterov):
         # buf = momentum buf + keep g (keep = 1 - dampening), then p -= lr * direction,
         # the direction being g + momentum buf (Nesterov) or buf
@@ -205,7 +212,8 @@ def _compile() -> Any:
             pf[i] = pf[i] - (gi + b * momentum if nesterov else b) * lr
 
     return SimpleNamespace(
-        relu_grad=relu_grad_kernel, adam=adam_kernel, sgd_momentum=sgd_momentum_kernel,
+        relu_grad=relu_grad_kernel, adam=adam_kernel, sgd=sgd_kernel,
+        sgd_momentum=sgd_momentum_kernel,
         taps=taps_kernel, max_pool_2x2=max_pool_2x2_kernel, max_pool_grad=max_pool_grad_kernel,
         plane_moments=plane_moments_kernel, plane_grad_sums=plane_grad_sums_kernel,
         normalize=normalize_kernel, norm_input_grad=norm_input_grad_kernel)
@@ -364,6 +372,11 @@ def adam_update(param: Any, g: Any, m: Any, v: Any, scalars: tuple) -> None:
     """One Adam step in place on ``flat_ready`` arrays, in ``Adam._adam_step``'s order of
     operations, with ``adam_scalars``' coefficients."""
     _kernels.adam(param, g, m, v, *scalars)
+
+
+def sgd_update(param: Any, g: Any, lr: float) -> None:
+    """``param -= lr * g`` in place on ``flat_ready`` arrays (NumPy's rounding)."""
+    _kernels.sgd(param, g, param.dtype.type(lr))
 
 
 def sgd_momentum_update(param: Any, g: Any, buf: Any, momentum: float, dampening: float,

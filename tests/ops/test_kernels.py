@@ -399,6 +399,8 @@ OPTIMIZER_KERNELS = [
     (ember.optim.Adam, dict(lr=0.02, betas=(0.3, 0.9), eps=1e-6)),  # lerp's other side
     (ember.optim.Adam, dict(lr=0.01, weight_decay=0.1, maximize=True)),
     (ember.optim.AdamW, dict(lr=0.01, weight_decay=0.1)),
+    (ember.optim.SGD, dict(lr=0.05)),
+    (ember.optim.SGD, dict(lr=0.05, weight_decay=0.01, maximize=True)),
     (ember.optim.SGD, dict(lr=0.05, momentum=0.9)),
     (ember.optim.SGD, dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=1e-3)),
     (ember.optim.SGD, dict(lr=0.05, momentum=0.7, dampening=0.25)),
@@ -429,7 +431,7 @@ def test_optimizer_kernels_give_the_bits_of_the_numpy_updates(with_kernels, monk
                                                                dtype):
     cls, kwargs = row
     calls = []
-    for name in ("adam_update", "sgd_momentum_update"):
+    for name in ("adam_update", "sgd_update", "sgd_momentum_update"):
         original = getattr(kernels, name)
         monkeypatch.setattr(kernels, name, lambda *a, f=original: calls.append(1) or f(*a))
     compiled = optimizer_run(cls, kwargs, dtype)
@@ -443,8 +445,10 @@ def test_optimizer_kernels_give_the_bits_of_the_numpy_updates(with_kernels, monk
 def test_optimizer_kernels_skip_strided_gradients_and_amsgrad(with_kernels, monkeypatch):
     monkeypatch.setattr(kernels, "adam_update", None)  # would raise if called
     monkeypatch.setattr(kernels, "sgd_momentum_update", None)
-    for cls, kwargs in ((ember.optim.Adam, dict(amsgrad=True)),
-                        (ember.optim.SGD, dict(momentum=0.9)), (ember.optim.Adam, {})):
+    monkeypatch.setattr(kernels, "sgd_update", None)
+    # (SGD with momentum steps along its own contiguous buffer: it may use sgd_update)
+    for cls, kwargs in ((ember.optim.Adam, dict(amsgrad=True)), (ember.optim.SGD, {}),
+                        (ember.optim.Adam, {})):
         p = ember.zeros(4, 3, requires_grad=True)
         opt = cls([p], lr=0.1, **kwargs)
         strided = "amsgrad" not in kwargs  # amsgrad: the NumPy path even for contiguous ones
