@@ -72,3 +72,60 @@ def test_mismatched_sizes_warn_and_bad_reduction_is_refused():
 def test_an_elementwise_weight_still_takes_the_composed_path():
     x, t, w = ember.tensor([1.0, 3.0]), ember.tensor([0.0, 0.0]), ember.tensor([1.0, 0.0])
     assert F.mse_loss(x, t, weight=w).item() == 1.0
+
+
+# ---------------------------------------------------------------- cross-entropy's plain path
+def cross_entropy_run(logits, target, **kwargs):
+    x = ember.from_numpy(logits.copy()).requires_grad_()
+    loss = F.cross_entropy(x, ember.from_numpy(target), **kwargs)
+    loss.backward(ember.ones_like(loss))
+    return loss, x.grad.array
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_plain_path_equals_the_general_path_and_torch(monkeypatch, reduction):
+    import torch
+    from ember.ops.nn import CrossEntropy
+    rng = np.random.default_rng(2)
+    logits, target = rng.standard_normal((33, 7)) * 4, rng.integers(0, 7, 33)
+    loss, grad = cross_entropy_run(logits, target, reduction=reduction)
+    assert loss.grad_fn.plain  # (N, C) float logits, int64 classes: the fused path
+    monkeypatch.setattr(CrossEntropy, "_forward_plain", lambda *args: None)
+    general_loss, general_grad = cross_entropy_run(logits, target, reduction=reduction)
+    assert not general_loss.grad_fn.plain
+    np.testing.assert_allclose(loss.array, general_loss.array, rtol=1e-13)
+    np.testing.assert_allclose(grad, general_grad, rtol=1e-13, atol=1e-16)
+    tx = torch.tensor(logits, requires_grad=True)
+    expected = torch.nn.functional.cross_entropy(tx, torch.tensor(target), reduction=reduction)
+    expected.backward(torch.ones_like(expected))
+    np.testing.assert_allclose(loss.array, expected.detach().numpy(), rtol=1e-13)
+    np.testing.assert_allclose(grad, tx.grad.numpy(), rtol=1e-13, atol=1e-16)
+
+
+@pytest.mark.parametrize("case", ["ignored class", "int32 target", "infinite logit"])
+def test_cross_entropy_leaves_the_plain_path_where_it_does_not_apply(case):
+    rng = np.random.default_rng(3)
+    logits, target, kwargs = rng.standard_normal((6, 4)), rng.integers(0, 4, 6), {}
+    if case == "ignored class":
+        kwargs = dict(ignore_index=int(target[0]))
+    elif case == "int32 target":
+        target = target.astype(np.int32)
+    else:
+        logits[2, 1] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 'invalid value' warning on the way
+        loss, _ = cross_entropy_run(logits, target, **kwargs)
+    assert not loss.grad_fn.plain
+    if case == "ignored class":
+        kept = target != target[0]
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        expected = -log_p[np.arange(6), target][kept].mean()
+        np.testing.assert_allclose(float(loss.array), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [-1, 4])
+def test_cross_entropy_names_a_target_out_of_range(bad):
+    target = np.array([0, bad, 1])
+    with pytest.raises(IndexError, match=f"target {bad} is out of bounds for 4 classes"):
+        cross_entropy_run(np.zeros((3, 4)), target)
