@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 
 from ember import parallel
-from ember.ops import kernels
 from ember.autograd import Function, register, register_composed
 from ember.backend import xp
 from ember.dtypes import to_dtype
+from ember.ops import kernels
 from ember.tensor import Tensor
 
 _ERF: list = []
