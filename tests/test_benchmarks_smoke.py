@@ -261,3 +261,26 @@ def test_accuracy_noise_is_the_larger_of_sampling_and_the_twins_gap():
     assert res.accuracy_noise == pytest.approx(0.07)  # torch moved 7 points on 1 thread
     res.twin_accuracy = 0.551
     assert res.accuracy_noise == pytest.approx(sampling)
+
+
+def test_the_paused_collector_row_times_with_gc_off_and_turns_it_back_on():
+    import gc
+
+    from benchmarks import micro
+    seen = []
+    micro._per_call(lambda: seen.append(gc.isenabled()), 3, pause_gc=True)
+    assert seen == [False] * 3 and gc.isenabled()
+    with pytest.raises(ZeroDivisionError):
+        micro._per_call(lambda: 1 / 0, 1, pause_gc=True)
+    assert gc.isenabled()
+    micro._per_call(lambda: seen.append(gc.isenabled()), 1)
+    assert seen[-1]  # the other rows time with the collector as the process has it
+    assert micro.PER_OP_NO_GC in micro.MICRO and micro.PER_OP in micro.MICRO
+
+
+def test_only_the_collector_on_row_decides_the_per_op_target(quick_report):
+    targets = [r for r in table(quick_report, "Targets") if r["target"].startswith("per-op")]
+    micro = {r["benchmark"]: r for r in table(quick_report, "Microbenchmarks")}
+    from benchmarks.micro import PER_OP
+    assert len(targets) == 1
+    assert targets[0]["measured"] == micro[PER_OP]["ember/torch"]
