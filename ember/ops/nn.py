@@ -213,11 +213,11 @@ class CrossEntropy(Function):
         sums = xp.add.reduce(exps, axis=1)
         per_sample = xp.log(sums)
         per_sample -= picked
-        total = xp.add.reduce(per_sample)
         self.plain = True
         self.save(exps, sums, target, rows)
         if self.reduction == "none":
             return per_sample
+        total = xp.add.reduce(per_sample)
         return total if self.reduction == "sum" else total / per_sample.dtype.type(len(target))
 
     def _backward_plain(self, g):
