@@ -17,6 +17,11 @@ is done per block too, into a buffer whose zero frame is written once per thread
 (``_PaddedBlock``): padding the whole batch cost ~1 ms per layer and pass, most of it
 writing the frame's left and right columns one element per row.
 
+Where those extra columns would be a large share of the products (small images:
+12.5% at 16x16, 25% at 8x8) and the compiled im2col is there, blocks use the narrow
+layout instead (``narrow``): rows of ``ow`` built by the compiled kernel from the
+block's padded copy, products written straight into the output (section 15).
+
 ``forward`` is the convolution; the input gradient of a stride-1 convolution is
 ``forward`` of the output gradient with the flipped kernel (``conv.Conv2d``), and
 ``weight_grad`` sums ``g @ columns^T`` block by block. Only ``groups == 1``.
@@ -31,13 +36,24 @@ from typing import Any
 
 from ember import blas, parallel
 from ember.backend import xp
+from ember.ops import kernels
 
-__all__ = ["forward", "weight_grad", "on_blocks", "BLOCK_BYTES", "THREADS"]
+__all__ = ["forward", "weight_grad", "on_blocks", "narrow", "BLOCK_BYTES", "NARROW_MIN_WASTE",
+           "THREADS"]
 
+NARROW_MIN_WASTE = 0.1  # narrow layout where wide rows would waste more of the products
 BLOCK_BYTES = 3 << 20  # columns per block: about a core's L2 (2 MiB here) plus some L3
 THREADS = True  # as many threads as BLAS has take blocks (tests switch it off)
 
 _as_strided = xp.lib.stride_tricks.as_strided
+
+
+def narrow(win: Any, dtype: Any) -> bool:
+    """Whether a layer's blocks use the narrow layout (``_PaddedBlock.columns``): with the
+    compiled im2col, where the wide layout's extra columns are more than
+    ``NARROW_MIN_WASTE`` of the products (16x16 and 8x8 images with padding 1; at 32x32
+    NumPy's long-run copies win; docs/performance.md, section 15)."""
+    return kernels.enabled(dtype) and win.wq - win.ow > NARROW_MIN_WASTE * win.ow
 
 
 class _PaddedBlock:
@@ -46,20 +62,37 @@ class _PaddedBlock:
     zeroed once; each block then only copies its samples into the inside, in cache,
     so the batch is never padded as a whole."""
 
-    def __init__(self, dtype: Any, win: Any, size: int) -> None:
-        self.win, self.sample = win, win.c * win.hp * win.wp
+    def __init__(self, dtype: Any, win: Any, size: int, narrow: bool) -> None:
+        self.win, self.sample, self.narrow = win, win.c * win.hp * win.wp, narrow
+        self.width = win.ow if narrow else win.wq  # matrix columns per output row
         self.buf = xp.zeros(size * self.sample + win.slack, dtype)
-        img = self.buf[:size * self.sample].reshape(size, win.c, win.hp, win.wp)
-        self.inside = img[:, :, win.top:win.top + win.h, win.left:win.left + win.w]
+        self.image = self.buf[:size * self.sample].reshape(size, win.c, win.hp, win.wp)
+        self.inside = self.image[:, :, win.top:win.top + win.h, win.left:win.left + win.w]
 
     def load(self, x: Any, start: int, count: int) -> None:
         xp.copyto(self.inside[:count], x[start:start + count])
 
-    def taps(self, count: int, samples_first: bool) -> Any:
-        """A read-only view of the kernel taps of the loaded samples: (count, c, kh, kw,
-        oh, wq) when ``samples_first``, else (c, kh, kw, count, oh, wq). In the wide
-        layout (wq = wp) one tap of one channel is a single contiguous run of oh*wp
-        elements, which NumPy copies about 3x faster than rows of ow."""
+    def columns(self, count: int, buffer: Any, samples_first: bool) -> Any:
+        """The loaded samples' im2col, written to the start of the flat ``buffer``:
+        (count, c, kh, kw, oh, width) when ``samples_first``, else (c, kh, kw, count, oh,
+        width). Wide (width = wp): each tap of a channel is one contiguous run of oh*wp
+        elements, which NumPy copies ~3x faster than rows of ow, but the products then
+        make wp - ow extra columns per row. Narrow (width = ow): the compiled im2col
+        copies short rows at no extra cost per row."""
+        win = self.win
+        taps, pixels = (win.c, win.kh, win.kw), (win.oh, self.width)
+        shape = (count, *taps, *pixels) if samples_first else (*taps, count, *pixels)
+        block = buffer[:count * win.c * win.kh * win.kw * win.oh * self.width].reshape(shape)
+        if not self.narrow:
+            xp.copyto(block, self._wide_taps(count, samples_first))
+        else:
+            kernels.block_im2col(self.image[:count], block if samples_first else
+                                 block.transpose(3, 0, 1, 2, 4, 5), win)
+        return block
+
+    def _wide_taps(self, count: int, samples_first: bool) -> Any:
+        """A read-only view of the kernel taps of the loaded samples in the wide layout,
+        shaped as ``columns`` says."""
         win, item, plane = self.win, self.buf.itemsize, self.win.hp * self.win.wp
         tap = (plane * item, win.dh * win.wp * item, win.dw * item)
         pixel, sample = (win.sh * win.wp * item, win.sw * item), self.sample * item
@@ -71,8 +104,8 @@ class _PaddedBlock:
         return _as_strided(self.buf, shape, strides, writeable=False)
 
 
-def _samples_per_block(win: Any, itemsize: int) -> int:
-    return max(1, BLOCK_BYTES // (win.c * win.kh * win.kw * win.oh * win.wq * itemsize))
+def _samples_per_block(win: Any, itemsize: int, width: int) -> int:
+    return max(1, BLOCK_BYTES // (win.c * win.kh * win.kw * win.oh * width * itemsize))
 
 
 def on_blocks(run: Any, n: int, per_block: int) -> list:
@@ -89,52 +122,69 @@ def on_blocks(run: Any, n: int, per_block: int) -> list:
 def forward(x: Any, weight: Any, win: Any, bias: Any = None) -> Any:
     """``conv2d`` of an (n, c, h, w) input, padded as ``win`` says, by a (C_out, c*kh*kw)
     weight matrix, plus an optional (C_out,) bias: (n, C_out, oh, ow)."""
-    c_out, length = weight.shape[0], win.oh * win.wq
+    c_out, is_narrow = weight.shape[0], narrow(win, x.dtype)
     out = xp.empty((win.n, c_out, win.oh, win.ow), x.dtype)
-    per_block = _samples_per_block(win, x.itemsize)
-    column = bias.reshape(c_out, 1, 1) if bias is not None else None
+    length = win.oh * (win.ow if is_narrow else win.wq)
+    per_block = _samples_per_block(win, x.itemsize, length // win.oh)
+    column = bias.reshape(c_out, 1) if bias is not None else None
 
     def run(starts: Any) -> None:
         size = min(per_block, win.n)
-        padded = _PaddedBlock(x.dtype, win, size)
-        cols = xp.empty((size, weight.shape[1], length), x.dtype)
-        products = xp.empty((size, c_out, length), x.dtype)
+        padded = _PaddedBlock(x.dtype, win, size, is_narrow)
+        cols = xp.empty(size * weight.shape[1] * length, x.dtype)
+        products = None if is_narrow else xp.empty((size, c_out, length), x.dtype)
         for start in starts:
             count = min(per_block, win.n - start)
             padded.load(x, start, count)
-            taps = padded.taps(count, True)
-            xp.copyto(cols[:count].reshape(taps.shape), taps)  # the block's im2col
-            product = xp.matmul(weight, cols[:count], out=products[:count])
-            product = product.reshape(count, c_out, win.oh, win.wq)[..., :win.ow]
-            if column is None:  # NCHW without the wide layout's extra columns
-                xp.copyto(out[start:start + count], product)
+            block = padded.columns(count, cols, True).reshape(count, -1, length)
+            if is_narrow:  # the products are the output's samples as they are
+                _product_into(weight, block, out[start:start + count], column)
             else:
-                xp.add(product, column, out=out[start:start + count])
+                product = xp.matmul(weight, block, out=products[:count])
+                _crop_into(product.reshape(count, c_out, win.oh, win.wq), win,
+                           out[start:start + count], column)
     on_blocks(run, win.n, per_block)
     return out
+
+
+def _product_into(weight: Any, block: Any, out: Any, column: Any) -> None:
+    """``weight @ block`` (+ bias) straight into the output's (count, C_out, oh, ow)."""
+    target = out.reshape(block.shape[0], weight.shape[0], -1)
+    xp.matmul(weight, block, out=target)
+    if column is not None:
+        xp.add(target, column, out=target)
+
+
+def _crop_into(product: Any, win: Any, out: Any, column: Any) -> None:
+    """The wide products without their extra columns (+ bias), as NCHW."""
+    product = product[..., :win.ow]
+    if column is None:
+        xp.copyto(out, product)
+    else:
+        xp.add(product, column.reshape(-1, 1, 1), out=out)
 
 
 def weight_grad(x: Any, g: Any, win: Any) -> Any:
     """``sum over samples of g[s] @ columns(x)[s]^T`` for an (n, C_out, oh, ow) output
     gradient, as a (C_out, c*kh*kw) matrix (a transposed view): one product per block,
     with the block's pixels as its long inner dimension."""
-    c_out, rows = g.shape[1], win.c * win.kh * win.kw
-    per_block = _samples_per_block(win, x.itemsize)
+    c_out, rows, is_narrow = g.shape[1], win.c * win.kh * win.kw, narrow(win, x.dtype)
+    width = win.ow if is_narrow else win.wq
+    per_block = _samples_per_block(win, x.itemsize, width)
 
     def run(starts: Any) -> Any:
-        size = min(per_block, win.n) * win.oh * win.wq
-        padded = _PaddedBlock(x.dtype, win, min(per_block, win.n))
+        size = min(per_block, win.n) * win.oh * width
+        padded = _PaddedBlock(x.dtype, win, min(per_block, win.n), is_narrow)
         cols, grads = xp.empty(rows * size, x.dtype), xp.empty(c_out * size, g.dtype)
         parts = {}  # block start -> its (rows, C_out) product (transposed: see below)
         for start in starts:
             count = min(per_block, win.n - start)
             padded.load(x, start, count)
-            taps = padded.taps(count, False)
-            block = cols[:taps.size].reshape(taps.shape)
-            xp.copyto(block, taps)
-            g_block = grads[:c_out * count * win.oh * win.wq].reshape(
-                c_out, count, win.oh, win.wq)
-            g_block[..., win.ow:] = 0  # the wide layout's extra columns add nothing
+            block = padded.columns(count, cols, False)
+            g_block = grads[:c_out * count * win.oh * width].reshape(
+                c_out, count, win.oh, width)
+            if width > win.ow:
+                g_block[..., win.ow:] = 0  # the wide layout's extra columns add nothing
             xp.copyto(g_block[..., :win.ow], g[start:start + count].transpose(1, 0, 2, 3))
             # columns @ g^T rather than g @ columns^T: OpenBLAS runs this orientation of
             # a long inner dimension 1.1-1.4x faster (53 -> 73 GFLOP/s at 24 channels)

@@ -32,7 +32,7 @@ from ember.backend import xp
 __all__ = ["enabled", "set_enabled", "im2col", "col2im_into", "max_pool_2x2",
            "max_pool_grad_into", "norm_ready", "batch_moments", "normalize_into", "norm_grad_sums",
            "norm_input_grad_into", "relu_grad_into", "flat_ready", "adam_scalars", "adam_update",
-           "sgd_update", "sgd_momentum_update"]
+           "sgd_update", "sgd_momentum_update", "block_im2col"]
 
 _wanted = os.environ.get("EMBER_NUMBA", "1") != "0"
 _DTYPES = (xp.dtype(xp.float32), xp.dtype(xp.float64))
@@ -255,6 +255,12 @@ def im2col(img: Any, cols: Any, win: Any) -> None:
         kernel(img_part, cols_part.reshape(len(cols_part), c, kh, kw, oh, ow),
                win.sh, win.sw, win.dh, win.dw, False)
     parallel.rows(run, _as_rows(cols), img)
+
+
+def block_im2col(img: Any, cols: Any, win: Any) -> None:
+    """``im2col`` of one block on the calling thread (a conv_blocked worker already is one
+    of the threads): ``cols`` may be any strided view of shape (n, c, kh, kw, oh, ow)."""
+    _kernels.taps(img, cols, win.sh, win.sw, win.dh, win.dw, False)
 
 
 def col2im_into(cols: Any, img: Any, win: Any) -> None:

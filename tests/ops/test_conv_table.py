@@ -599,14 +599,26 @@ BLOCKED_CASES = [
 ]
 
 
+def use_layout(monkeypatch, layout):
+    """Force conv_blocked's narrow layout (compiled im2col) or its wide one."""
+    from ember.ops import conv_blocked, kernels
+    if layout == "narrow" and not kernels.enabled():
+        pytest.skip("the narrow layout needs Numba")
+    monkeypatch.setattr(conv_blocked, "NARROW_MIN_WASTE", -1 if layout == "narrow" else 1e9)
+
+
 @pytest.mark.parametrize("shapes,kwargs", BLOCKED_CASES)
 @pytest.mark.parametrize("per_block, threads", [(None, True), (2, True), (2, False), (1, 3)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_blocked_conv_matches_torch(monkeypatch, shapes, kwargs, per_block, threads, bias):
+@pytest.mark.parametrize("layout", ["wide", "narrow"])
+def test_blocked_conv_matches_torch(monkeypatch, shapes, kwargs, per_block, threads, bias,
+                                    layout):
     """conv_blocked: output and all gradients against torch in float64, with one block
-    or blocks of 1-2 samples (a shorter last one), on one, two or three threads."""
+    or blocks of 1-2 samples (a shorter last one), on one, two or three threads, in the
+    wide layout and in the narrow one (compiled im2col)."""
     from ember import blas
     from ember.ops import conv, conv_blocked
+    use_layout(monkeypatch, layout)
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
     if per_block:  # bytes of one sample's columns, float64
         out_hw = np.prod(TF.conv2d(torch.zeros(shapes[0]), torch.zeros(shapes[1]),
@@ -667,11 +679,13 @@ def test_blocked_path_is_taken_only_where_it_applies(monkeypatch, kwargs, blocke
     assert out.grad_fn.blocked is blocked
 
 
-def test_blocked_conv_gives_the_same_bits_on_any_number_of_threads(monkeypatch):
+@pytest.mark.parametrize("layout", ["wide", "narrow"])
+def test_blocked_conv_gives_the_same_bits_on_any_number_of_threads(monkeypatch, layout):
     """Threads take blocks in whatever order they finish, but each block's products are
     the same and the weight gradient adds the blocks' parts in block order."""
     from ember import blas
     from ember.ops import conv, conv_blocked
+    use_layout(monkeypatch, layout)
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
     monkeypatch.setattr(conv_blocked, "BLOCK_BYTES", 4 * 9 * 8 * 8 * 4)  # one sample per block
     rng = np.random.default_rng(12)
@@ -692,6 +706,25 @@ def test_blocked_conv_gives_the_same_bits_on_any_number_of_threads(monkeypatch):
         for _ in range(3):
             for a, b_ in zip(one, run()):
                 np.testing.assert_array_equal(a, b_)
+
+
+@pytest.mark.parametrize("hw, narrow", [(32, False), (16, True), (8, True)])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_blocked_layers_take_the_narrow_layout_where_wide_rows_waste_most(hw, narrow,
+                                                                          compiled):
+    """3x3, padding 1: wide rows compute 2 extra columns per row, 6% of a 32x32 layer's
+    products (NumPy's long copies win) and 12-25% at 16x16 and 8x8 (the compiled im2col
+    wins; docs/performance.md, section 15). Without Numba, always wide."""
+    from ember.ops import conv_blocked, kernels
+    if compiled and not kernels.enabled():
+        pytest.skip("Numba is not installed")
+    previous = kernels.set_enabled(compiled)
+    try:
+        win = conv_window_of((128, 48, hw, hw), (48, 48, 3, 3), dict(padding=1))
+        assert conv_blocked.narrow(win, np.dtype(np.float32)) is (narrow and compiled)
+        assert not conv_blocked.narrow(win, np.dtype(np.float16))  # no compiled float16
+    finally:
+        kernels.set_enabled(previous)
 
 
 @pytest.mark.parametrize("shape, weight, kwargs, layout", [
