@@ -209,7 +209,10 @@ def _relu_grad_into(grad, g, out):
 class Relu(Function):
     def forward(self, a):
         out = xp.empty_like(a)
-        parallel.rows(_relu_into, out, a)  # threads share big arrays (ember.parallel)
+        if kernels.flat_ready(a):  # one compiled pass, torch's -0 (maximum gives +0)
+            kernels.relu_into(out, a)
+        else:
+            parallel.rows(_relu_into, out, a)  # threads share big arrays (ember.parallel)
         self.save(out)
         return out
 

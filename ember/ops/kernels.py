@@ -31,7 +31,8 @@ from ember.backend import xp
 
 __all__ = ["enabled", "set_enabled", "im2col", "col2im_into", "max_pool_2x2",
            "max_pool_grad_into", "norm_ready", "batch_moments", "normalize_into", "norm_grad_sums",
-           "norm_input_grad_into", "relu_grad_into", "flat_ready", "adam_scalars", "adam_update",
+           "norm_input_grad_into", "relu_into", "relu_grad_into", "flat_ready", "adam_scalars",
+           "adam_update",
            "sgd_update", "sgd_momentum_update", "block_im2col"]
 
 _wanted = os.environ.get("EMBER_NUMBA", "1") != "0"
@@ -165,6 +166,17 @@ def _compile() -> Any:
     flat = compiler(error_model="numpy")
 
     @flat
+    def relu_kernel(a, out):
+        # torch's relu (clamp_min 0): NaN stays NaN and -0 stays -0, where NumPy's
+        # maximum(a, 0) gives +0
+        af, of = a.reshape(a.size), out.reshape(out.size)
+        for i in range(af.size):
+            if af[i] < 0:
+                of[i] = 0
+            else:
+                of[i] = af[i]
+
+    @flat
     def relu_grad_kernel(g, out, grad):
         # torch's threshold_backward: 0 where the output is <= 0, else g (NaN outputs pass
         # g on; an infinite g at a zero output gives 0, not NaN). Arrays of any rank, all
@@ -214,7 +226,7 @@ def _compile() -> Any:
             pf[i] = pf[i] - (gi + b * momentum if nesterov else b) * lr
 
     return SimpleNamespace(
-        relu_grad=relu_grad_kernel, adam=adam_kernel, sgd=sgd_kernel,
+        relu=relu_kernel, relu_grad=relu_grad_kernel, adam=adam_kernel, sgd=sgd_kernel,
         sgd_momentum=sgd_momentum_kernel,
         taps=taps_kernel, max_pool_2x2=max_pool_2x2_kernel, max_pool_grad=max_pool_grad_kernel,
         plane_moments=plane_moments_kernel, plane_grad_sums=plane_grad_sums_kernel,
@@ -356,6 +368,11 @@ def flat_ready(*arrays: Any) -> bool:
         if a.dtype != dtype or not a.flags.c_contiguous:
             return False
     return True
+
+
+def relu_into(out: Any, a: Any) -> None:
+    """``out = 0 where a < 0, else a`` (``flat_ready`` arrays of one shape)."""
+    parallel.rows(lambda o, x: _kernels.relu(x, o), out, a)
 
 
 def relu_grad_into(grad: Any, g: Any, out: Any) -> None:

@@ -348,7 +348,7 @@ def test_compiled_2x2_max_pool_reads_strided_inputs_and_splits_by_samples(with_k
     np.testing.assert_array_equal(single, expected.numpy().astype(single.dtype))
 
 
-# ---------------------------------------------------------------- ReLU's gradient
+# ---------------------------------------------------------------- ReLU and its gradient
 def edge_values(shape, dtype, seed):
     """Random values with NaN, +-inf, 0 and -0 sprinkled in: where ReLU's backward rules
     differ (torch: 0 where the output is <= 0, else the incoming gradient)."""
@@ -361,7 +361,7 @@ def edge_values(shape, dtype, seed):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
-def test_relu_gradient_follows_torch_at_nan_inf_and_zero(with_kernels, dtype, compiled):
+def test_relu_and_its_gradient_follow_torch_at_nan_inf_and_zero(with_kernels, dtype, compiled):
     kernels.set_enabled(compiled)
     x, g = edge_values((9, 31), dtype, 1), edge_values((9, 31), dtype, 2)
     ours = ember.from_numpy(x.copy()).requires_grad_()
@@ -371,26 +371,34 @@ def test_relu_gradient_follows_torch_at_nan_inf_and_zero(with_kernels, dtype, co
     expected = theirs.relu()
     expected.backward(torch.tensor(g))
     np.testing.assert_array_equal(out.array, expected.detach().numpy())
+    if compiled:  # torch keeps -0 (clamp_min); NumPy's maximum(-0, 0) is +0, equal to it
+        np.testing.assert_array_equal(np.signbit(out.array), np.signbit(expected.detach()))
+        assert np.signbit(out.array).any()
     np.testing.assert_array_equal(ours.grad.array, theirs.grad.numpy())
     assert np.isnan(ours.grad.array).any() and (ours.grad.array == 0).any()  # both rules ran
 
 
-def test_relu_gradient_kernel_on_threads_and_strided_gradients(with_kernels, monkeypatch):
+def test_relu_kernels_on_threads_and_strided_arrays(with_kernels, monkeypatch):
     from ember import blas, parallel
     x, g = edge_values((40, 5, 6), np.float32, 3), edge_values((40, 6, 5), np.float32, 4)
     strided = ember.from_numpy(g).permute(0, 2, 1)  # not contiguous: the NumPy path
 
-    def gradient(grad):
+    def gradient(grad, x=x):
         xt = ember.from_numpy(x.copy()).requires_grad_()
         xt.relu().backward(grad)
         return xt.grad.array
     expected = gradient(ember.from_numpy(np.ascontiguousarray(g.transpose(0, 2, 1))))
     np.testing.assert_array_equal(gradient(strided), expected)
+    single = ember.from_numpy(x).relu().array
     monkeypatch.setattr(parallel, "MIN_BYTES", 0)
     monkeypatch.setattr(parallel, "_enabled", True)
     monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
     np.testing.assert_array_equal(gradient(ember.from_numpy(g.transpose(0, 2, 1).copy())),
                                   expected)
+    threaded = ember.from_numpy(x).relu().array  # the forward kernel, split 3 ways
+    assert single.tobytes() == threaded.tobytes()
+    strided_input = ember.from_numpy(x).permute(0, 2, 1).relu().array  # the NumPy path
+    np.testing.assert_array_equal(strided_input, single.transpose(0, 2, 1))
 
 
 # ---------------------------------------------------------------- optimizers
