@@ -25,8 +25,8 @@ import numpy as np
 from benchmarks import measure, report
 from benchmarks.micro import MICRO, run_micro
 from benchmarks.trajectory import trajectory_check
-from benchmarks.training import CASES, REPO_ROOT, Case, TorchRunner, build_runners, \
-    build_torch_model, data_root, load_data
+from benchmarks.training import CASES, REPO_ROOT, Case, TorchRunner, batch_count, \
+    build_runners, build_torch_model, data_root, load_data
 
 START = time.perf_counter()
 QUICK_LIMITS = {"mnist": (320, 200), "cifar10": (128, 64)}  # (train, test) images
@@ -67,9 +67,16 @@ def run_case(case: Case, data, sampler: measure.RssSampler, quick: bool,
     for runner in runners:
         runner.train_epoch(*schedule[0])
     for epoch in range(1 + timed_epochs):
+        if epoch and case.slices > 1:
+            for name, seconds in _sliced_epoch(runners, *schedule[1 + epoch],
+                                               case.slices).items():
+                stats[name].seconds.append(seconds)
+            print(f"  {case.key} epoch {epoch} (in {case.slices} slices): " + ", ".join(
+                f"{n} {s.seconds[-1]:.2f}s" for n, s in stats.items()), flush=True)
+            continue
         # each round starts with the next framework, so none always runs right after
         # another one (whose epoch may leave caches, threads or the CPU's clock behind)
-        for runner in runners[epoch % len(runners):] + runners[:epoch % len(runners)]:
+        for runner in _rotated(runners, epoch):
             # memory is sampled in the warm-up epoch only: the sampling thread's wake-ups
             # would slow the timed epochs (torch's most: measure.RssSampler)
             seconds, grown = _epoch(runner, *schedule[1 + epoch], sampler if epoch == 0 else None)
@@ -90,6 +97,33 @@ def run_case(case: Case, data, sampler: measure.RssSampler, quick: bool,
     if case.accuracy_twin:
         result.twin_accuracy = _one_thread_twin_accuracy(case, data, schedule, x_test)
     return result
+
+
+def _rotated(runners: list, start: int) -> list:
+    return runners[start % len(runners):] + runners[:start % len(runners)]
+
+
+def _sliced_epoch(runners: list, seed: int, limit: int | None, slices: int) -> dict:
+    """One epoch of every runner, timed in ``slices`` consecutive slices of its batches,
+    the frameworks taking turns slice by slice (each round starting with the next one):
+    a one-epoch case would otherwise time each framework in one stretch of a minute or
+    more, on a machine whose speed moves by 30% between minutes. Returns each runner's
+    epoch seconds: the sum of its slices."""
+    steps = {r.name: r.steps(seed, limit) for r in runners}
+    batches = batch_count(len(runners[0].data.train_labels), runners[0].case.batch, limit)
+    bounds = [batches * i // slices for i in range(slices + 1)]
+    seconds = dict.fromkeys(steps, 0.0)
+    for i in range(slices):
+        for runner in _rotated(runners, i):
+            measure.release_free_memory()
+            start = time.perf_counter()
+            for _ in range(bounds[i + 1] - bounds[i]):
+                next(steps[runner.name])
+            seconds[runner.name] += time.perf_counter() - start
+    for name, rest in steps.items():  # every batch was trained: nothing may be left over
+        if next(rest, None) is not None:
+            raise RuntimeError(f"{name}: the sliced epoch has batches left over")
+    return seconds
 
 
 def _one_thread_twin_accuracy(case: Case, data, schedule: list, x_test) -> float:
@@ -165,7 +199,8 @@ def header(args: argparse.Namespace, peak: dict, threads: int, sources: list[str
 def explanations() -> list[str]:
     return [
         "Seconds per epoch: median over the timed epochs, after a warm-up epoch (CIFAR: a "
-        "few warm-up batches, then one timed epoch). Ratios below 1 mean ember is faster. "
+        "few warm-up batches, then one timed epoch, timed in 8 slices of its batches with "
+        "the frameworks taking turns slice by slice). Ratios below 1 mean ember is faster. "
         "MB: the largest rise of resident memory (RSS) over its value at the start of the "
         "warm-up epoch (after one unmeasured step: libraries' set-up on first use), "
         "sampled every 2 ms by a thread reading /proc/self/statm, after "

@@ -10,7 +10,9 @@ by ember's DataLoader for ember and by the same array operations for the others.
 
 from __future__ import annotations
 
+import collections
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ class Case:
     target: float = 0.8            # the ember/torch time ratio to reach
     trajectory_steps: int = 0      # >0: also compare training trajectories (trajectory.py)
     accuracy_twin: bool = False    # also train torch on one thread: its accuracy gap is noise
+    slices: int = 1                # a timed epoch in this many slices, frameworks alternating
     quick_kwargs: dict = field(default_factory=dict)  # model changes for --quick
 
     @property
@@ -84,7 +87,7 @@ CASES = [
          {"width": 24}, "cross_entropy", "sgd",
          {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, 128,
          dataset="cifar10", epochs=1, warmup_batches=3, numpy=False, target=1.1,
-         quick_kwargs={"width": 4}, trajectory_steps=30, accuracy_twin=True),
+         quick_kwargs={"width": 4}, trajectory_steps=30, accuracy_twin=True, slices=8),
 ]
 
 
@@ -188,6 +191,12 @@ def batch_count(n: int, batch: int, limit: int | None) -> int:
 
 
 # ---------------------------------------------------------------- runners
+def _last(losses: Iterator[Any]) -> float:
+    """Run a runner's ``steps`` to the end; the last loss as a float."""
+    loss = collections.deque(losses, maxlen=1).pop()
+    return float(loss.item() if hasattr(loss, "item") else loss)
+
+
 class _ArrayImages(ImageArrayDataset):
     """An in-memory image dataset, so ember's DataLoader does the batch preparation."""
 
@@ -216,9 +225,9 @@ class EmberRunner:
             return F.mse_loss(out, F.one_hot(y, 10).float())
         return F.cross_entropy(out, y)
 
-    def train_epoch(self, seed: int, limit: int | None = None) -> float:
+    def steps(self, seed: int, limit: int | None = None) -> Iterator[ember.Tensor]:
+        """Train on the epoch's batches one per ``next()``, yielding each loss."""
         self.loader.generator = np.random.default_rng(seed)
-        loss = None
         for i, (x, y) in enumerate(self.loader):
             if limit is not None and i >= limit:
                 break
@@ -226,7 +235,10 @@ class EmberRunner:
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
-        return loss.item()
+            yield loss
+
+    def train_epoch(self, seed: int, limit: int | None = None) -> float:
+        return _last(self.steps(seed, limit))
 
     @ember.no_grad()
     def predict(self, x: np.ndarray, batch: int = 1000) -> np.ndarray:
@@ -262,7 +274,8 @@ class TorchRunner:
             return torch.nn.functional.mse_loss(out, torch.nn.functional.one_hot(y, 10).float())
         return torch.nn.functional.cross_entropy(out, y)
 
-    def train_epoch(self, seed: int, limit: int | None = None) -> float:
+    def steps(self, seed: int, limit: int | None = None) -> Iterator[torch.Tensor]:
+        """Train on the epoch's batches one per ``next()``, yielding each loss."""
         order = torch.from_numpy(epoch_order(seed, len(self.labels)))
         b = self.case.batch
         for i in range(batch_count(len(order), b, limit)):
@@ -271,7 +284,10 @@ class TorchRunner:
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
-        return loss.item()
+            yield loss
+
+    def train_epoch(self, seed: int, limit: int | None = None) -> float:
+        return _last(self.steps(seed, limit))
 
     @torch.no_grad()
     def predict(self, x: np.ndarray, batch: int = 1000) -> np.ndarray:
@@ -297,14 +313,17 @@ class NumpyRunner:
         opt = numpy_reference.Adam if case.optimizer == "adam" else numpy_reference.SGD
         self.optimizer = opt(self.model.params, **case.opt_kwargs)
 
-    def train_epoch(self, seed: int, limit: int | None = None) -> float:
+    def steps(self, seed: int, limit: int | None = None) -> Iterator[float]:
+        """Train on the epoch's batches one per ``next()``, yielding each loss."""
         data, b = self.data, self.case.batch
         order = epoch_order(seed, len(data.train_labels))
         for i in range(batch_count(len(order), b, limit)):
             idx = order[i * b:(i + 1) * b]
             x = data.normalise(data.train_images[idx])
-            loss = self.model.train_step(x, data.train_labels[idx], self.optimizer)
-        return loss
+            yield self.model.train_step(x, data.train_labels[idx], self.optimizer)
+
+    def train_epoch(self, seed: int, limit: int | None = None) -> float:
+        return _last(self.steps(seed, limit))
 
     def predict(self, x: np.ndarray, batch: int = 1000) -> np.ndarray:
         return np.concatenate([self.model.forward(x[i:i + batch]).argmax(1)

@@ -284,3 +284,31 @@ def test_only_the_collector_on_row_decides_the_per_op_target(quick_report):
     from benchmarks.micro import PER_OP
     assert len(targets) == 1
     assert targets[0]["measured"] == micro[PER_OP]["ember/torch"]
+
+
+@pytest.mark.parametrize("slices", [3, 10])  # 10: more slices than the epoch's 7 batches
+def test_a_sliced_epoch_trains_exactly_what_a_whole_epoch_trains(slices):
+    """A one-epoch case is timed in slices, the frameworks taking turns (benchmarks/run.py,
+    ``_sliced_epoch``): each must still train on every batch of the epoch, in order."""
+    from benchmarks import run
+    data = training.load_data("mnist", None, 100, 10)
+    case = dataclasses.replace(training.CASES[1], batch=16)  # 7 batches, the last short
+    whole, sliced = training.build_runners(case, data), training.build_runners(case, data)
+    for runner in whole:
+        runner.train_epoch(3)
+    seconds = run._sliced_epoch(sliced, 3, None, slices)
+    assert sorted(seconds) == sorted(r.name for r in sliced)
+    assert all(s > 0 for s in seconds.values())
+    for a, b in zip(whole, sliced):
+        if a.name == "numpy":
+            pairs = zip(a.model.params.values, b.model.params.values)
+        elif a.name == "torch":
+            pairs = ((p.detach().numpy(), q.detach().numpy())
+                     for p, q in zip(a.model.parameters(), b.model.parameters()))
+        else:
+            pairs = ((p.array, q.array) for p, q in zip(a.model.parameters(),
+                                                        b.model.parameters()))
+        pairs = list(pairs)
+        assert pairs
+        for p, q in pairs:
+            np.testing.assert_array_equal(p, q)
