@@ -446,7 +446,8 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
         if check is not None:  # set inside autograd.detect_anomaly()
             check(fn, in_grads)
         node = None
-        for parent, needs, pgrad in zip(fn.parents, fn.needs_input_grad, in_grads):
+        parents = fn.parents  # a property: read once per op
+        for parent, needs, pgrad in zip(parents, fn.needs_input_grad, in_grads):
             if not needs or pgrad is None:
                 continue
             array = parent.array
@@ -469,7 +470,7 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
             push(heap, (-node.grad_fn.seq, id(node), node))
             node = None
         if not retain_graph:
-            _release(fn, stand_ins)
+            _release(fn, parents, stand_ins)
     for leaf in leaves:
         _accumulate(leaf, grads[id(leaf)], handed_out)
 
@@ -480,7 +481,7 @@ ndarray = xp.ndarray
 _FREE_MIN_BYTES = 1 << 16  # smaller inputs cost more to swap than they hold
 
 
-def _release(fn: Any, stand_ins: dict[int, FreedTensor]) -> None:
+def _release(fn: Any, parents: Any, stand_ins: dict[int, FreedTensor]) -> None:
     """After ``fn``'s backward without retain_graph: drop what it saved, and swap its
     intermediate inputs of 64 KiB or more for stand-ins without data. Otherwise a
     finished graph keeps every activation alive through its consumers' ``parents``
@@ -488,7 +489,6 @@ def _release(fn: Any, stand_ins: dict[int, FreedTensor]) -> None:
     Leaves, and tensors that keep their ``.grad`` (retain_grad), stay as they are."""
     fn.saved = None
     fn.released = True
-    parents = fn.parents
     for i, p in enumerate(parents):
         if p.grad_fn is None or p._retains_grad or p.array.nbytes < _FREE_MIN_BYTES:
             continue

@@ -22,7 +22,7 @@ class _Binary(Function):
     def reduce(self, ga: Any, gb: Any) -> tuple:
         """Both input gradients, summed back to the inputs' shapes (read from the
         parents the graph keeps anyway, so the forward saves nothing for this)."""
-        a, b = self.parents
+        a, b = self.parents if self._inputs is not None else (self._first, self._second)
         if ga is not None and ga.shape != a.array.shape:  # broadcast in the forward
             ga = unbroadcast(ga, a.array.shape)
         if gb is not None and gb.shape != b.array.shape:
