@@ -708,6 +708,23 @@ def test_blocked_conv_gives_the_same_bits_on_any_number_of_threads(monkeypatch, 
                 np.testing.assert_array_equal(a, b_)
 
 
+@pytest.mark.parametrize("layout", ["wide", "narrow"])
+def test_blocked_weight_gradient_of_a_strided_output_gradient(monkeypatch, layout):
+    """An output gradient that is a view (here of a (n, C_out, w, h) array) gives the
+    weight gradient of its contiguous copy, in float64 to torch's precision."""
+    from ember.ops import conv, conv_blocked
+    use_layout(monkeypatch, layout)
+    rng = np.random.default_rng(13)
+    x, g = rng.standard_normal((3, 4, 6, 6)), rng.standard_normal((3, 5, 6, 6))
+    win = conv.conv_window("conv2d", x.shape, (5, 4, 3, 3), 1, 1, 1)
+    strided = np.ascontiguousarray(g.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    assert not strided.flags.c_contiguous
+    got = conv_blocked.weight_grad(x, strided, win).reshape(5, 4, 3, 3)
+    expected = torch.nn.grad.conv2d_weight(torch.tensor(x), (5, 4, 3, 3), torch.tensor(g),
+                                           padding=1)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("hw, narrow", [(32, False), (16, True), (8, True)])
 @pytest.mark.parametrize("compiled", [True, False])
 def test_blocked_layers_take_the_narrow_layout_where_wide_rows_waste_most(hw, narrow,
