@@ -545,8 +545,9 @@ def _accumulate(node: Tensor, grad: Any, handed_out: set[int]) -> None:
     """Add into ``node.grad``. A gradient array that may be shared (a view, or one
     already given to another tensor) is copied first, so that later in-place
     updates of one ``.grad`` (accumulation, clipping) never change another."""
-    if node.grad is not None:
-        node.grad.array = node.grad.array + grad
+    existing = node._grad  # the slot, not the validating property: once per leaf per step
+    if existing is not None:
+        existing.array = existing.array + grad
         return
     if grad.base is not None or id(grad) in handed_out or not grad.flags.writeable:
         grad = grad.copy()
