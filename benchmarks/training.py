@@ -55,7 +55,7 @@ class Case:
     inference_batch: int | None = None
     target: float = 0.8            # the ember/torch time ratio to reach
     trajectory_steps: int = 0      # >0: also compare training trajectories (trajectory.py)
-    accuracy_twin: bool = False    # also train torch on one thread: its accuracy gap is noise
+    accuracy_variants: bool = False  # also train float32 variants of both: accuracy noise
     slices: int = 1                # a timed epoch in this many slices, frameworks alternating
     quick_kwargs: dict = field(default_factory=dict)  # model changes for --quick
 
@@ -87,7 +87,7 @@ CASES = [
          {"width": 24}, "cross_entropy", "sgd",
          {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, 128,
          dataset="cifar10", epochs=1, warmup_batches=3, numpy=False, target=1.1,
-         quick_kwargs={"width": 4}, trajectory_steps=30, accuracy_twin=True, slices=8),
+         quick_kwargs={"width": 4}, trajectory_steps=30, accuracy_variants=True, slices=8),
 ]
 
 
@@ -252,8 +252,11 @@ class EmberRunner:
 class TorchRunner:
     name = "torch"
 
-    def __init__(self, case: Case, data: ImageData, model: torch.nn.Module) -> None:
+    def __init__(self, case: Case, data: ImageData, model: torch.nn.Module,
+                 channels_last: bool = False) -> None:
         self.case, self.data, self.model = case, data, model
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model.to(memory_format=self.memory_format)
         params = model.parameters()
         self.optimizer = (torch.optim.Adam(params, **case.opt_kwargs) if case.optimizer == "adam"
                           else torch.optim.SGD(params, **case.opt_kwargs))
@@ -267,7 +270,7 @@ class TorchRunner:
         images = self.images[idx]
         images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
         x = images.float().div_(255).sub_(self.mean).div_(self.std)
-        return x.contiguous(), self.labels[idx]
+        return x.contiguous(memory_format=self.memory_format), self.labels[idx]
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.case.loss == "mse":

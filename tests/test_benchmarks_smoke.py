@@ -243,24 +243,37 @@ def test_rss_sampler_sees_a_rise_and_sleeps_between_tracked_stretches():
 
 
 # ---------------------------------------------------------------- accuracy noise
-def test_quick_report_limits_the_cifar_accuracy_gap_by_torchs_one_thread_twin(quick_report):
+def test_quick_report_limits_the_cifar_accuracy_gap_by_float32_variants(quick_report):
     targets = {r["target"]: r for r in table(quick_report, "Targets")}
     cifar = [t for t in targets if t.startswith("CIFAR-10 CNN") and "accuracy gap" in t]
-    assert len(cifar) == 1 and "torch on 1 vs 2 threads" in cifar[0]
+    assert len(cifar) == 1 and "means of 3 and 3 float32 variants" in cifar[0]
     mnist = [t for t in targets if "accuracy gap" in t and not t.startswith("CIFAR")]
-    assert mnist and not any("threads" in t for t in mnist)  # sampling noise only
+    assert mnist and not any("variants" in t for t in mnist)  # sampling noise only
+    rows = table(quick_report, "Accuracy of float32 variants")
+    assert [(r["framework"], r["variant"]) for r in rows] == [
+        ("ember", "as timed"), ("ember", "wide convolution rows"),
+        ("ember", "1 MiB convolution blocks"), ("torch", "as timed"), ("torch", "1 thread"),
+        ("torch", "channels-last")]
+    assert all(0 <= number(r["test accuracy"]) <= 1 for r in rows)
 
 
-def test_accuracy_noise_is_the_larger_of_sampling_and_the_twins_gap():
+def test_accuracy_noise_is_the_larger_of_sampling_and_the_variants_t_test():
     from benchmarks import report
-    stats = {"torch": report.RunStats(accuracy=0.55), "ember": report.RunStats(accuracy=0.6)}
+    stats = {"torch": report.RunStats(accuracy=0.64), "ember": report.RunStats(accuracy=0.60)}
     res = report.CaseResult(training.CASES[-1], stats, 1, 100, 10000)
-    sampling = 2 * (2 * 0.55 * 0.45 / 10000) ** 0.5
-    assert res.accuracy_noise == pytest.approx(sampling)  # no twin measured
-    res.twin_accuracy = 0.62
-    assert res.accuracy_noise == pytest.approx(0.07)  # torch moved 7 points on 1 thread
-    res.twin_accuracy = 0.551
+    sampling = 2 * (2 * 0.64 * 0.36 / 10000) ** 0.5
+    assert math.isnan(res.variant_noise)  # no variants trained
     assert res.accuracy_noise == pytest.approx(sampling)
+    assert res.accuracy_gap == pytest.approx(0.04)
+    res.variant_accuracies = {"ember": {"a": 0.62, "b": 0.61}, "torch": {"c": 0.62, "d": 0.63}}
+    e, t = [0.60, 0.62, 0.61], [0.64, 0.62, 0.63]  # means 0.61 and 0.63
+    pooled = (sum((a - 0.61) ** 2 for a in e) + sum((a - 0.63) ** 2 for a in t)) / 4
+    limit = 2.776 * (pooled * (1 / 3 + 1 / 3)) ** 0.5  # t(0.975, 4 degrees of freedom)
+    assert res.accuracy_gap == pytest.approx(0.02)
+    assert res.variant_noise == pytest.approx(limit)
+    assert res.accuracy_noise == pytest.approx(max(limit, sampling))
+    res.variant_accuracies = {"ember": {"a": 0.6}, "torch": {"c": 0.64}}  # no spread at all
+    assert res.variant_noise == 0 and res.accuracy_noise == pytest.approx(sampling)
 
 
 def test_the_paused_collector_row_times_with_gc_off_and_turns_it_back_on():
