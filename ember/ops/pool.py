@@ -26,6 +26,7 @@ from typing import Any
 from ember import parallel
 from ember.autograd import FUNCTIONS, Function, register
 from ember.backend import offset_empty, strided_friendly, xp
+from ember.blas import matmul
 from ember.ops import kernels
 from ember.ops.conv import Window, copy, fill_border, interior, pair
 from ember.tensor import Tensor
@@ -400,6 +401,13 @@ class AdaptiveAvgPool2d(Function):
 
     def forward(self, x, output_size):
         self.size = x.shape[2:]
+        n, c, h, w = x.shape
+        if FAST_PATHS and tuple(output_size) == (1, 1) and h * w and x.dtype.kind == "f":
+            # global pooling: one product with a vector of 1/(h w)
+            # (NumPy's mean of 16-element rows ran at a quarter of its speed: 0.28 vs
+            # 0.07 ms for the CIFAR CNN's 128x96x4x4, and the separable form took 1.1)
+            weights = xp.full(h * w, 1 / (h * w), x.dtype)
+            return matmul(x.reshape(n * c, h * w), weights).reshape(n, c, 1, 1)
         return segment_mean(segment_mean(x, 3, output_size[1]), 2, output_size[0])
 
     def backward(self, g):

@@ -246,6 +246,30 @@ def test_non_overlapping_pool_path_equals_general_path(monkeypatch, kind, gen, s
     np.testing.assert_array_equal(fast[1], general[1])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 4, 4, 4), (2, 3, 7, 5), (0, 3, 2, 2)])
+def test_global_average_pool_product_equals_the_separable_means(monkeypatch, dtype, shape):
+    """Global adaptive average pooling is one product with a vector of 1/(h w); the
+    separable means (the general path) and torch agree to rounding."""
+    data = np.random.default_rng(3).standard_normal(shape).astype(dtype)
+
+    def run():
+        x = ember.from_numpy(data.copy()).requires_grad_()
+        out = F.adaptive_avg_pool2d(x, 1)
+        out.backward(ember.ones(*out.shape, dtype=out.dtype))
+        return out.array, x.grad.array
+
+    fast = run()
+    monkeypatch.setattr(pool, "FAST_PATHS", False)
+    general = run()
+    expected = TF.adaptive_avg_pool2d(torch.tensor(data), 1).numpy()
+    tol = dict(rtol=1e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-15)
+    assert fast[0].dtype == dtype and fast[0].shape == expected.shape
+    np.testing.assert_allclose(fast[0], general[0], **tol)
+    np.testing.assert_allclose(fast[0], expected, **tol)
+    np.testing.assert_array_equal(fast[1], general[1])
+
+
 def test_max_pool_nan_propagates_like_torch():
     x = np.random.default_rng(2).standard_normal((1, 1, 4, 4))
     x[0, 0, 1, 0] = x[0, 0, 2, 3] = x[0, 0, 3, 2] = np.nan
