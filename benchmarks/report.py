@@ -16,7 +16,7 @@ __all__ = ["RunStats", "CaseResult", "training_table", "inference_table", "micro
 
 MB = 1024 * 1024
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228}  # Student's t, two-sided 95%, by degrees of freedom
+         9: 2.262, 10: 2.228}  # Student's t, two-sided 95%, by degrees of freedom (10: beyond)
 
 
 @dataclass
@@ -75,7 +75,7 @@ class CaseResult:
         if len(e) < 2 or len(t) < 2:
             return float("nan")
         squares = sum((a - sum(x) / len(x)) ** 2 for x in (e, t) for a in x)
-        return T_975[dof] * math.sqrt(squares / dof * (1 / len(e) + 1 / len(t)))
+        return T_975[min(dof, 10)] * math.sqrt(squares / dof * (1 / len(e) + 1 / len(t)))
 
     @property
     def accuracy_noise(self) -> float:

@@ -124,8 +124,8 @@ def forward(x: Any, weight: Any, win: Any, bias: Any = None) -> Any:
     weight matrix, plus an optional (C_out,) bias: (n, C_out, oh, ow)."""
     c_out, is_narrow = weight.shape[0], narrow(win, x.dtype)
     out = xp.empty((win.n, c_out, win.oh, win.ow), x.dtype)
-    length = win.oh * (win.ow if is_narrow else win.wq)
-    per_block = _samples_per_block(win, x.itemsize, length // win.oh)
+    width = win.ow if is_narrow else win.wq  # matrix columns per output row
+    length, per_block = win.oh * width, _samples_per_block(win, x.itemsize, width)
     column = bias.reshape(c_out, 1) if bias is not None else None
 
     def run(starts: Any) -> None:

@@ -29,11 +29,10 @@ from typing import Any
 from ember import parallel
 from ember.backend import xp
 
-__all__ = ["enabled", "set_enabled", "im2col", "col2im_into", "max_pool_2x2",
+__all__ = ["enabled", "set_enabled", "im2col", "block_im2col", "col2im_into", "max_pool_2x2",
            "max_pool_grad_into", "norm_ready", "batch_moments", "normalize_into", "norm_grad_sums",
            "norm_input_grad_into", "relu_into", "relu_grad_into", "flat_ready", "adam_scalars",
-           "adam_update",
-           "sgd_update", "sgd_momentum_update", "block_im2col"]
+           "adam_update", "sgd_update", "sgd_momentum_update"]
 
 _wanted = os.environ.get("EMBER_NUMBA", "1") != "0"
 _DTYPES = (xp.dtype(xp.float32), xp.dtype(xp.float64))
