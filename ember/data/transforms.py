@@ -33,6 +33,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ember.data.loader import batch_generator
+from ember.ops import kernels
 from ember.tensor import Tensor
 
 __all__ = ["Transform", "Compose", "ToTensor", "Normalize", "Standardize", "MinMaxScale",
@@ -92,8 +93,16 @@ class Compose(Transform):
         return x
 
     def batch(self, xs: Any) -> Any:
-        for t in self.transforms:
-            xs = t.batch(xs)
+        transforms, i = self.transforms, 0
+        while i < len(transforms):
+            t = transforms[i]
+            following = transforms[i + 1] if i + 1 < len(transforms) else None
+            if type(t) is ToTensor and type(following) is Normalize:
+                fused = t.batch_normalized(xs, following)
+                if fused is not None:  # the pair in one pass (uint8 images, kernels on)
+                    xs, i = fused, i + 2
+                    continue
+            xs, i = t.batch(xs), i + 1
         return xs
 
     def __repr__(self) -> str:
@@ -124,6 +133,18 @@ class ToTensor(Transform):
                              f"{array.shape}")
         nchw = array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)
         return Tensor._make(self._scale(nchw), False, None)
+
+    def batch_normalized(self, images: Any, normalize: Normalize) -> Tensor | None:
+        """``normalize.batch(self.batch(images))`` in one compiled pass for uint8 images
+        (the same float32 roundings, in a third of the time of NumPy's three passes: it
+        showed in a batch-10 MNIST step); None where that kernel cannot run."""
+        array, _ = _unwrap(images)
+        if array.dtype != np.uint8 or array.ndim not in (3, 4) or \
+                not kernels.enabled(np.dtype(np.float32)):
+            return None
+        nchw = array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)
+        mean, std = normalize.channel_vectors(np.float32, nchw.shape[1])
+        return Tensor._make(kernels.unit_normalize(nchw, mean, std), False, None)
 
     @staticmethod
     def _scale(array: np.ndarray) -> np.ndarray:
@@ -166,6 +187,17 @@ class Normalize(Transform):
         cached = self.__dict__.setdefault("_cache", {}).get(key)
         if cached is None:
             cached = self._cache[key] = self._checked_per_channel(array)
+        return cached
+
+    def channel_vectors(self, dtype: Any, channels: int) -> tuple[np.ndarray, np.ndarray]:
+        """mean and std as contiguous (channels,) vectors of ``dtype``, checked as a
+        call on such images would check them (cached the same way)."""
+        key = ("vectors", np.dtype(dtype), channels, self.mean.tobytes(), self.std.tobytes())
+        cached = self.__dict__.setdefault("_cache", {}).get(key)
+        if cached is None:
+            mean, std = self._checked_per_channel(np.empty((channels, 1, 1), dtype))
+            cached = self._cache[key] = tuple(
+                np.ascontiguousarray(np.broadcast_to(np.ravel(v), (channels,))) for v in (mean, std))
         return cached
 
     def _checked_per_channel(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

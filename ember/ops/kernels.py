@@ -34,7 +34,7 @@ from ember.backend import xp
 __all__ = ["enabled", "set_enabled", "im2col", "block_im2col", "col2im_into", "max_pool_2x2",
            "max_pool_grad_into", "norm_ready", "batch_moments", "normalize_into", "norm_grad_sums",
            "norm_input_grad_into", "relu_into", "relu_grad_into", "flat_ready", "adam_scalars",
-           "adam_update", "sgd_update", "sgd_momentum_update"]
+           "adam_update", "sgd_update", "sgd_momentum_update", "unit_normalize"]
 
 _wanted = os.environ.get("EMBER_NUMBA", "1") != "0"
 _DTYPES = (xp.dtype(xp.float32), xp.dtype(xp.float64))
@@ -226,8 +226,21 @@ def _compile() -> Any:
             bf[i] = b
             pf[i] = pf[i] - (gi + b * momentum if nesterov else b) * lr
 
+    @flat
+    def unit_normalize_kernel(img, out, full, mean, std):
+        # ToTensor then Normalize of uint8 (n, c, h, w) images of any strides, in one pass:
+        # out = (img / 255 - mean[c]) / std[c], each step rounded to float32 as NumPy's
+        # three passes round it (full = float32 255)
+        n_, c_, h_, w_ = img.shape
+        for n in range(n_):
+            for c in range(c_):
+                m, s = mean[c], std[c]
+                for y in range(h_):
+                    for x in range(w_):
+                        out[n, c, y, x] = (xp.float32(img[n, c, y, x]) / full - m) / s
+
     return SimpleNamespace(
-        relu=relu_kernel, relu_grad=relu_grad_kernel, adam=adam_kernel, sgd=sgd_kernel,
+        unit_normalize=unit_normalize_kernel, relu=relu_kernel, relu_grad=relu_grad_kernel, adam=adam_kernel, sgd=sgd_kernel,
         sgd_momentum=sgd_momentum_kernel,
         taps=taps_kernel, max_pool_2x2=max_pool_2x2_kernel, max_pool_grad=max_pool_grad_kernel,
         plane_moments=plane_moments_kernel, plane_grad_sums=plane_grad_sums_kernel,
@@ -359,6 +372,20 @@ def norm_input_grad_into(gx: Any, g: Any, x: Any, mean: Any, scale: Any, per_cen
 
 
 # ---------------------------------------------------------------- elementwise and optimizers
+def unit_normalize(images: Any, mean: Any, std: Any) -> Any:
+    """``(images / 255 - mean[c]) / std[c]`` as a new float32 (n, c, h, w) array, from uint8
+    (n, c, h, w) images of any strides (an NHWC batch transposed, say) and float32 (C,)
+    vectors: torchvision's ToTensor and Normalize in one pass, with the same roundings."""
+    out = xp.empty(images.shape, xp.float32)
+    parallel.rows(lambda img, o: _kernels.unit_normalize(img, o, _UINT8_FULL, mean, std),
+                  images, out)
+    return out
+
+
+_UINT8_FULL = xp.float32(255)
+
+
+
 def flat_ready(*arrays: Any) -> bool:
     """Whether the one-pass kernels below can take these arrays: kernels on, one float32
     or float64 dtype, and C-contiguous (so each is one flat run)."""

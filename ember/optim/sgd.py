@@ -55,11 +55,9 @@ class SGD(Optimizer):
                                                 group["dampening"], lr, group["nesterov"])
                     continue  # buffer and parameter updated in one compiled pass
                 g = self._momentum(p, g, momentum, group["dampening"], group["nesterov"])
-            if axpy(-lr, g, param):  # p += -lr * g in one pass where BLAS can (big arrays)
-                continue
-            if kernels.flat_ready(param, g):  # small ones: NumPy's two passes, compiled
+            if kernels.flat_ready(param, g):  # NumPy's two passes' rounding, in one pass
                 kernels.sgd_update(param, g, lr)
-            else:
+            elif not axpy(-lr, g, param):  # without kernels: BLAS's one pass (big arrays)
                 xp.subtract(param, xp.multiply(g, lr, out=self._tmp(param, 1)), out=param)
 
     def _momentum(self, p: Any, g: Any, momentum: float, dampening: float,

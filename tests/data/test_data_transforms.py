@@ -87,6 +87,46 @@ def test_normalize_matches_torchvision_formula(dtype, shape, mean, std):
     assert_bitwise(Normalize(mean, std).batch(x), want)
 
 
+@pytest.mark.parametrize("shape,mean,std", [
+    ((10, 28, 28), (0.1307,), (0.3081,)),                                  # MNIST, NHW
+    ((7, 32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),  # CIFAR, NHWC
+    ((5, 6, 4, 3), (0.5,), (0.25,)),                                       # one value, 3 channels
+])
+def test_to_tensor_then_normalize_batch_fused_gives_the_bits_of_the_two(monkeypatch, shape,
+                                                                          mean, std):
+    """Compose.batch runs ToTensor + Normalize on uint8 images as one compiled pass: the
+    same float32 bits as the two transforms one after the other, and as torchvision's
+    formula; the fused kernel was really used."""
+    from ember.ops import kernels
+    if not kernels.enabled():
+        pytest.skip("Numba is not installed")
+    images = RNG.integers(0, 256, shape, dtype=np.uint8)
+    tf = Compose([ToTensor(), Normalize(mean, std)])
+    calls = []
+    real = kernels.unit_normalize
+    monkeypatch.setattr(kernels, "unit_normalize", lambda *a: calls.append(1) or real(*a))
+    fused = tf.batch(images)
+    assert calls and isinstance(fused, ember.Tensor) and fused.array.flags.c_contiguous
+    separate = Normalize(mean, std).batch(ToTensor().batch(images))
+    assert_bitwise(fused, torch.from_numpy(separate.array))
+    chw = torch.from_numpy(images).float().div(255)
+    chw = chw[:, None] if chw.ndim == 3 else chw.permute(0, 3, 1, 2)
+    assert_bitwise(fused, torchvision_normalize(chw, mean, std))
+    monkeypatch.setattr(kernels, "_wanted", False)
+    assert_bitwise(tf.batch(images), torch.from_numpy(separate.array))  # the NumPy path
+
+
+def test_fused_normalize_keeps_the_checks_and_leaves_floats_to_the_two_passes():
+    with pytest.raises(ValueError, match="std evaluated to zero"):
+        Compose([ToTensor(), Normalize((0.5,), (0.0,))]).batch(np.ones((2, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match="2 mean values for an image with 3 channels"):
+        Compose([ToTensor(), Normalize((0.5, 0.5), (0.5, 0.5))]).batch(
+            np.ones((2, 4, 4, 3), np.uint8))
+    floats = RNG.random((3, 4, 4)).astype(np.float32)
+    out = Compose([ToTensor(), Normalize((0.5,), (0.25,))]).batch(floats)
+    assert_bitwise(out, torch.from_numpy((floats[:, None] - np.float32(0.5)) / np.float32(0.25)))
+
+
 def test_normalize_refuses_bad_input():
     with pytest.raises(ValueError, match="std evaluated to zero"):
         Normalize((0.5,), (0.0,))(np.ones((1, 2, 2), np.float32))

@@ -162,12 +162,14 @@ SGD_ROWS = [row for row in ROWS if row[0] is optim.SGD]
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("row", SGD_ROWS, ids=row_id)
 def test_sgd_blas_axpy_path_matches_torch(monkeypatch, row, dtype):
-    """SGD steps through ember.blas.axpy from 8192 elements; here from one, so every row's
-    update takes that path (checked: the fast path was really used)."""
+    """Without the compiled kernels, SGD steps through ember.blas.axpy from 8192 elements;
+    here from one, so every row's update takes that path (checked: it was really used)."""
     from ember import blas
+    from ember.ops import kernels
     if blas._blas_pool() is None or not blas._blas_pool().axpy:
         pytest.skip("NumPy's OpenBLAS axpy is not reachable here")
     monkeypatch.setattr(blas, "AXPY_MIN_SIZE", 1)
+    monkeypatch.setattr(kernels, "_wanted", False)  # the kernels come first where they run
     calls = []
     real = blas.axpy
     monkeypatch.setattr(optim.sgd, "axpy", lambda *a: calls.append(real(*a)) or calls[-1])
