@@ -196,8 +196,8 @@ class Normalize(Transform):
         cached = self.__dict__.setdefault("_cache", {}).get(key)
         if cached is None:
             mean, std = self._checked_per_channel(np.empty((channels, 1, 1), dtype))
-            cached = self._cache[key] = tuple(
-                np.ascontiguousarray(np.broadcast_to(np.ravel(v), (channels,))) for v in (mean, std))
+            cached = self._cache[key] = tuple(np.ascontiguousarray(
+                np.broadcast_to(np.ravel(v), (channels,))) for v in (mean, std))
         return cached
 
     def _checked_per_channel(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -33,8 +33,9 @@ from ember.backend import xp
 
 __all__ = ["enabled", "set_enabled", "im2col", "block_im2col", "col2im_into", "max_pool_2x2",
            "max_pool_grad_into", "norm_ready", "batch_moments", "normalize_into", "norm_grad_sums",
-           "norm_input_grad_into", "relu_into", "relu_grad_into", "flat_ready", "adam_scalars",
-           "adam_update", "sgd_update", "sgd_momentum_update", "unit_normalize"]
+           "norm_input_grad_into", "relu_into", "relu_grad_into", "sigmoid_grad_into",
+           "tanh_grad_into", "flat_ready", "adam_scalars", "adam_update", "sgd_update",
+           "sgd_momentum_update", "unit_normalize"]
 
 _wanted = os.environ.get("EMBER_NUMBA", "1") != "0"
 _DTYPES = (xp.dtype(xp.float32), xp.dtype(xp.float64))
@@ -189,6 +190,23 @@ def _compile() -> Any:
             else:
                 rf[i] = gf[i]
 
+    @flat
+    def sigmoid_grad_kernel(g, out, grad, one):
+        # grad = (1 - out) * out * g, in the order of Sigmoid.backward's NumPy passes
+        # (one = 1 in the arrays' dtype: a Python 1 would make Numba compute in float64)
+        gf, of, rf = g.reshape(g.size), out.reshape(out.size), grad.reshape(grad.size)
+        for i in range(gf.size):
+            o = of[i]
+            rf[i] = (one - o) * o * gf[i]
+
+    @flat
+    def tanh_grad_kernel(g, out, grad, one):
+        # grad = g * (1 - out * out), in the order of Tanh.backward's NumPy passes
+        gf, of, rf = g.reshape(g.size), out.reshape(out.size), grad.reshape(grad.size)
+        for i in range(gf.size):
+            o = of[i]
+            rf[i] = gf[i] * (one - o * o)
+
     # Every operand of the arithmetic below has the arrays' dtype: a Python number in a
     # float32 expression (``1 - w``) would make Numba compute it, and all that follows,
     # in float64, and round differently from NumPy's float32 passes.
@@ -240,7 +258,9 @@ def _compile() -> Any:
                         out[n, c, y, x] = (xp.float32(img[n, c, y, x]) / full - m) / s
 
     return SimpleNamespace(
-        unit_normalize=unit_normalize_kernel, relu=relu_kernel, relu_grad=relu_grad_kernel, adam=adam_kernel, sgd=sgd_kernel,
+        unit_normalize=unit_normalize_kernel, relu=relu_kernel,
+        sigmoid_grad=sigmoid_grad_kernel, tanh_grad=tanh_grad_kernel, relu_grad=relu_grad_kernel,
+        adam=adam_kernel, sgd=sgd_kernel,
         sgd_momentum=sgd_momentum_kernel,
         taps=taps_kernel, max_pool_2x2=max_pool_2x2_kernel, max_pool_grad=max_pool_grad_kernel,
         plane_moments=plane_moments_kernel, plane_grad_sums=plane_grad_sums_kernel,
@@ -406,6 +426,18 @@ def relu_into(out: Any, a: Any) -> None:
 def relu_grad_into(grad: Any, g: Any, out: Any) -> None:
     """``grad = 0 where out <= 0, else g`` (``flat_ready`` arrays of one shape)."""
     parallel.rows(lambda a, b, c: _kernels.relu_grad(b, c, a), grad, g, out)
+
+
+def sigmoid_grad_into(grad: Any, g: Any, out: Any) -> None:
+    """``grad = (1 - out) * out * g`` (``flat_ready`` arrays of one shape)."""
+    one = out.dtype.type(1)
+    parallel.rows(lambda a, b, c: _kernels.sigmoid_grad(b, c, a, one), grad, g, out)
+
+
+def tanh_grad_into(grad: Any, g: Any, out: Any) -> None:
+    """``grad = g * (1 - out * out)`` (``flat_ready`` arrays of one shape)."""
+    one = out.dtype.type(1)
+    parallel.rows(lambda a, b, c: _kernels.tanh_grad(b, c, a, one), grad, g, out)
 
 
 @functools.lru_cache(maxsize=64)
