@@ -8,9 +8,10 @@ same work without it (measured on LeNet-5's second layer: col2im 1.4-1.9 ms ->
 0.24-0.30, im2col 0.5 -> 0.2; docs/performance.md, section 13). The 2x2 max pool
 and its gradient, and batch norm's per-channel passes, are the other kernels here:
 each does in one pass over a plane what NumPy does in several strided ones. ReLU, its
-gradient and the Adam and SGD updates are one pass over flat arrays where NumPy makes
-one call per operation (sections 14 and 15), with NumPy's rounding, so the same bits
-(ReLU keeps torch's -0 where NumPy's maximum gives +0). The blocked convolution's small
+gradient, Sigmoid's and Tanh's gradients and the Adam and SGD updates are one pass over
+flat arrays where NumPy makes one call per operation (sections 14-16), with NumPy's
+rounding, so the same bits (ReLU keeps torch's -0 where NumPy's maximum gives +0); so is
+a uint8 image batch's ToTensor + Normalize (section 16). The blocked convolution's small
 layers build their columns with the same im2col kernel, a block at a time (section 15).
 
 Numba is an optional dependency (``pip install ember[fast]``). Without it, or
