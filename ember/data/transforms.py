@@ -52,6 +52,11 @@ def _wrap(array: np.ndarray, as_tensor: bool) -> Any:
     return Tensor._make(array, False, None) if as_tensor else array
 
 
+def _as_nchw(images: np.ndarray) -> np.ndarray:
+    """An NHW or NHWC batch as an (N, C, H, W) view."""
+    return images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+
+
 def _float_of(array: np.ndarray) -> np.ndarray:
     """Floats stay as they are; integers and bools become float32."""
     return array if array.dtype.kind == "f" else array.astype(np.float32)
@@ -131,8 +136,7 @@ class ToTensor(Transform):
         if array.ndim not in (3, 4):
             raise ValueError(f"ToTensor.batch: expected NHW or NHWC images, got shape "
                              f"{array.shape}")
-        nchw = array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)
-        return Tensor._make(self._scale(nchw), False, None)
+        return Tensor._make(self._scale(_as_nchw(array)), False, None)
 
     def batch_normalized(self, images: Any, normalize: Normalize) -> Tensor | None:
         """``normalize.batch(self.batch(images))`` in one compiled pass for uint8 images
@@ -142,7 +146,7 @@ class ToTensor(Transform):
         if array.dtype != np.uint8 or array.ndim not in (3, 4) or \
                 not kernels.enabled(np.dtype(np.float32)):
             return None
-        nchw = array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)
+        nchw = _as_nchw(array)
         mean, std = normalize.channel_vectors(np.float32, nchw.shape[1])
         return Tensor._make(kernels.unit_normalize(nchw, mean, std), False, None)
 

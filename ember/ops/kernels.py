@@ -393,6 +393,9 @@ def norm_input_grad_into(gx: Any, g: Any, x: Any, mean: Any, scale: Any, per_cen
 
 
 # ---------------------------------------------------------------- elementwise and optimizers
+_UINT8_FULL = xp.float32(255)
+
+
 def unit_normalize(images: Any, mean: Any, std: Any) -> Any:
     """``(images / 255 - mean[c]) / std[c]`` as a new float32 (n, c, h, w) array, from uint8
     (n, c, h, w) images of any strides (an NHWC batch transposed, say) and float32 (C,)
@@ -401,10 +404,6 @@ def unit_normalize(images: Any, mean: Any, std: Any) -> Any:
     parallel.rows(lambda img, o: _kernels.unit_normalize(img, o, _UINT8_FULL, mean, std),
                   images, out)
     return out
-
-
-_UINT8_FULL = xp.float32(255)
-
 
 
 def flat_ready(*arrays: Any) -> bool:
