@@ -38,12 +38,14 @@ from ember import blas, parallel
 from ember.backend import xp
 from ember.ops import kernels
 
-__all__ = ["forward", "weight_grad", "on_blocks", "narrow", "BLOCK_BYTES", "NARROW_MIN_WASTE",
-           "THREADS"]
+__all__ = ["forward", "weight_grad", "on_blocks", "narrow", "winograd", "BLOCK_BYTES",
+           "NARROW_MIN_WASTE", "THREADS", "WINOGRAD", "WINOGRAD_BLOCK_BYTES"]
 
 NARROW_MIN_WASTE = 0.1  # narrow layout where wide rows would waste more of the products
 BLOCK_BYTES = 3 << 20  # columns per block: about a core's L2 (2 MiB here) plus some L3
 THREADS = True  # as many threads as BLAS has take blocks (tests switch it off)
+WINOGRAD = True  # 3x3 stride-1 narrow layers as Winograd F(2x2, 3x3) (tests switch it off)
+WINOGRAD_BLOCK_BYTES = 1 << 19  # transformed input per block: 256 KiB-2 MiB measured, 512 KiB best
 
 _as_strided = xp.lib.stride_tricks.as_strided
 
@@ -119,9 +121,21 @@ def on_blocks(run: Any, n: int, per_block: int) -> list:
         return parallel.on_threads(lambda: run(starts), count)
 
 
+def winograd(win: Any, dtype: Any) -> bool:
+    """Whether ``forward`` takes the Winograd F(2x2, 3x3) path: a narrow-layout layer
+    (small images, compiled kernels) with a 3x3 kernel, stride 1, no dilation, padding 1
+    on every side and an even output size (docs/performance.md, section 16)."""
+    return WINOGRAD and narrow(win, dtype) and (win.kh, win.kw, win.sh, win.sw, win.dh,
+                                               win.dw) == (3, 3, 1, 1, 1, 1) and \
+        (win.top, win.bottom, win.left, win.right) == (1, 1, 1, 1) and \
+        win.oh % 2 == 0 and win.ow % 2 == 0
+
+
 def forward(x: Any, weight: Any, win: Any, bias: Any = None) -> Any:
     """``conv2d`` of an (n, c, h, w) input, padded as ``win`` says, by a (C_out, c*kh*kw)
     weight matrix, plus an optional (C_out,) bias: (n, C_out, oh, ow)."""
+    if winograd(win, x.dtype):
+        return _winograd_forward(x, weight, win, bias)
     c_out, is_narrow = weight.shape[0], narrow(win, x.dtype)
     out = xp.empty((win.n, c_out, win.oh, win.ow), x.dtype)
     width = win.ow if is_narrow else win.wq  # matrix columns per output row
@@ -143,6 +157,49 @@ def forward(x: Any, weight: Any, win: Any, bias: Any = None) -> Any:
                 product = xp.matmul(weight, block, out=products[:count])
                 _crop_into(product.reshape(count, c_out, win.oh, win.wq), win,
                            out[start:start + count], column)
+    on_blocks(run, win.n, per_block)
+    return out
+
+
+# Winograd F(2x2, 3x3): each 2x2 output tile is A^T [(G w G^T) * (B^T d B)] A for the 4x4
+# input tile d under it; summed over input channels, the elementwise products become 16
+# matrix products (one per position in the 4x4 transformed tile) of (C_out x C_in) by
+# (C_in x tiles): 16 multiplications per tile and channel pair where im2col needs 36.
+_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+
+
+def _winograd_weights(weight: Any) -> Any:
+    """G w G^T of a (C_out, c, 3, 3) kernel as 16 (C_out, c) matrices."""
+    g = xp.asarray(_G, weight.dtype)  # its 0.5 entries are exact: no rounding here
+    u = xp.matmul(xp.matmul(g, weight), g.T)  # (C_out, c, 4, 4)
+    return xp.ascontiguousarray(u.transpose(2, 3, 0, 1)).reshape(16, *weight.shape[:2])
+
+
+def _winograd_forward(x: Any, weight: Any, win: Any, bias: Any) -> Any:
+    """``forward`` as Winograd F(2x2, 3x3), a block of samples at a time: pad the block,
+    transform its tiles (``kernels.winograd_input``), 16 products with the transformed
+    kernel, transform back into the output (``kernels.winograd_output``, adding the bias)."""
+    c, c_out = win.c, weight.shape[0]
+    u = _winograd_weights(weight.reshape(c_out, c, 3, 3))
+    out = xp.empty((win.n, c_out, win.oh, win.ow), x.dtype)
+    tiles = (win.oh // 2) * (win.ow // 2)
+    per_block = max(1, WINOGRAD_BLOCK_BYTES // (16 * c * tiles * x.itemsize))
+    shift = bias if bias is not None else xp.zeros(c_out, x.dtype)
+
+    def run(starts: Any) -> None:
+        size = min(per_block, win.n)
+        padded = _PaddedBlock(x.dtype, win, size, True)
+        v_buf = xp.empty(16 * c * size * tiles, x.dtype)
+        m_buf = xp.empty(16 * c_out * size * tiles, x.dtype)
+        for start in starts:
+            count = min(per_block, win.n - start)
+            padded.load(x, start, count)
+            v = v_buf[:16 * c * count * tiles].reshape(16, c, count, tiles)
+            kernels.winograd_input(padded.image[:count], v)
+            m = m_buf[:16 * c_out * count * tiles].reshape(16, c_out, count * tiles)
+            xp.matmul(u, v.reshape(16, c, count * tiles), out=m)
+            kernels.winograd_output(m.reshape(16, c_out, count, tiles), shift,
+                                    out[start:start + count])
     on_blocks(run, win.n, per_block)
     return out
 

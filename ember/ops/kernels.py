@@ -36,7 +36,7 @@ __all__ = ["enabled", "set_enabled", "im2col", "block_im2col", "col2im_into", "m
            "max_pool_grad_into", "norm_ready", "batch_moments", "normalize_into", "norm_grad_sums",
            "norm_input_grad_into", "relu_into", "relu_grad_into", "sigmoid_grad_into",
            "tanh_grad_into", "flat_ready", "adam_scalars", "adam_update", "sgd_update",
-           "sgd_momentum_update", "unit_normalize"]
+           "sgd_momentum_update", "unit_normalize", "winograd_input", "winograd_output"]
 
 _wanted = os.environ.get("EMBER_NUMBA", "1") != "0"
 _DTYPES = (xp.dtype(xp.float32), xp.dtype(xp.float64))
@@ -258,7 +258,69 @@ def _compile() -> Any:
                     for x in range(w_):
                         out[n, c, y, x] = (xp.float32(img[n, c, y, x]) / full - m) / s
 
+    # Winograd F(2x2, 3x3) (ember/ops/conv_blocked.py): the input and output transforms of
+    # 4x4 input tiles at stride 2, each in two separable passes through a small scratch,
+    # so that every inner loop runs along contiguous rows
+    @flat
+    def winograd_input_kernel(img, v):
+        # v[4i+j, c, n, t] = (B^T d B)[i, j] for tile t of img[n, c] (padded by 1), with
+        # B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+        n_, c_, hp, wp = img.shape
+        th, tw = (hp - 2) // 2, (wp - 2) // 2
+        a = xp.empty((4, hp, tw), img.dtype)
+        for n in range(n_):
+            for c in range(c_):
+                plane = img[u(n), u(c)]
+                for y in range(hp):  # along x: the four columns of every tile of row y
+                    r = plane[u(y)]
+                    a0, a1, a2, a3 = a[0, u(y)], a[1, u(y)], a[2, u(y)], a[3, u(y)]
+                    for tx in range(tw):
+                        x0 = u(2 * tx)
+                        p0, p1, p2, p3 = r[x0], r[x0 + 1], r[x0 + 2], r[x0 + 3]
+                        a0[tx], a1[tx], a2[tx], a3[tx] = p0 - p2, p1 + p2, p2 - p1, p1 - p3
+                for j in range(4):  # along y, into the transform's rows 0-3 of column j
+                    aj = a[u(j)]
+                    v0, v1 = v[u(j), u(c), u(n)], v[u(4 + j), u(c), u(n)]
+                    v2, v3 = v[u(8 + j), u(c), u(n)], v[u(12 + j), u(c), u(n)]
+                    for ty in range(th):
+                        q0, q1 = aj[u(2 * ty)], aj[u(2 * ty + 1)]
+                        q2, q3 = aj[u(2 * ty + 2)], aj[u(2 * ty + 3)]
+                        base = u(ty * tw)
+                        for tx in range(tw):
+                            t = base + u(tx)
+                            v0[t], v1[t] = q0[tx] - q2[tx], q1[tx] + q2[tx]
+                            v2[t], v3[t] = q2[tx] - q1[tx], q1[tx] - q3[tx]
+
+    @flat
+    def winograd_output_kernel(m, shift, out):
+        # out[n, k] tile t = A^T M A + shift[k], M[i, j] = m[4i+j, k, n, t], with
+        # A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+        n_, k_, h, w = out.shape
+        th, tw = h // 2, w // 2
+        e = xp.empty((2, 4, tw), m.dtype)
+        for n in range(n_):
+            for k in range(k_):
+                plane, b = out[u(n), u(k)], shift[u(k)]
+                for ty in range(th):
+                    base = u(ty * tw)
+                    for j in range(4):  # along the tile's rows
+                        m0, m1 = m[u(j), u(k), u(n)], m[u(4 + j), u(k), u(n)]
+                        m2, m3 = m[u(8 + j), u(k), u(n)], m[u(12 + j), u(k), u(n)]
+                        e0, e1 = e[0, u(j)], e[1, u(j)]
+                        for tx in range(tw):
+                            t = base + u(tx)
+                            b1, b2 = m1[t], m2[t]
+                            e0[tx], e1[tx] = m0[t] + b1 + b2, b1 - b2 - m3[t]
+                    for i in range(2):  # along its columns, into two output rows
+                        o = plane[u(2 * ty + i)]
+                        f0, f1, f2, f3 = e[u(i), 0], e[u(i), 1], e[u(i), 2], e[u(i), 3]
+                        for tx in range(tw):
+                            c1, c2 = f1[tx], f2[tx]
+                            o[u(2 * tx)] = f0[tx] + c1 + c2 + b
+                            o[u(2 * tx + 1)] = c1 - c2 - f3[tx] + b
+
     return SimpleNamespace(
+        winograd_input=winograd_input_kernel, winograd_output=winograd_output_kernel,
         unit_normalize=unit_normalize_kernel, relu=relu_kernel,
         sigmoid_grad=sigmoid_grad_kernel, tanh_grad=tanh_grad_kernel, relu_grad=relu_grad_kernel,
         adam=adam_kernel, sgd=sgd_kernel,
@@ -302,6 +364,18 @@ def im2col(img: Any, cols: Any, win: Any) -> None:
         kernel(img_part, cols_part.reshape(len(cols_part), c, kh, kw, oh, ow),
                win.sh, win.sw, win.dh, win.dw, False)
     parallel.rows(run, _as_rows(cols), img)
+
+
+def winograd_input(img: Any, v: Any) -> None:
+    """Winograd F(2x2, 3x3) input transform of a padded (n, c, 2th+2, 2tw+2) block into
+    ``v`` (16, c, n, th*tw), on the calling thread."""
+    _kernels.winograd_input(img, v)
+
+
+def winograd_output(m: Any, shift: Any, out: Any) -> None:
+    """Winograd F(2x2, 3x3) output transform of the products ``m`` (16, k, n, th*tw)
+    into ``out`` (n, k, 2th, 2tw), plus ``shift[k]``, on the calling thread."""
+    _kernels.winograd_output(m, shift, out)
 
 
 def block_im2col(img: Any, cols: Any, win: Any) -> None:

@@ -670,6 +670,90 @@ def test_blocked_conv_matches_torch(monkeypatch, shapes, kwargs, per_block, thre
                                    atol=1e-11)
 
 
+WINOGRAD_CASES = [((5, 4, 8, 6), (6, 4, 3, 3)), ((3, 5, 4, 10), (7, 5, 3, 3)),
+                  ((4, 3, 2, 2), (2, 3, 3, 3))]
+
+
+@pytest.mark.parametrize("shapes", WINOGRAD_CASES)
+@pytest.mark.parametrize("per_block, threads", [(None, True), (1, True), (2, 3)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_winograd_conv_matches_torch(monkeypatch, shapes, per_block, threads, bias):
+    """conv_blocked's Winograd F(2x2, 3x3) path (3x3, stride 1, padding 1, even sizes):
+    output and all gradients against torch in float64 (the input gradient is a Winograd
+    convolution too), one block or blocks of 1-2 samples, on 1-3 threads."""
+    from ember import blas
+    from ember.ops import conv, conv_blocked
+    use_layout(monkeypatch, "narrow")
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    taken = []
+    real = conv_blocked._winograd_forward
+    monkeypatch.setattr(conv_blocked, "_winograd_forward", lambda *a: taken.append(1) or real(*a))
+    if per_block:  # bytes of one sample's transformed tiles, float64
+        tiles = shapes[0][2] * shapes[0][3] // 4
+        monkeypatch.setattr(conv_blocked, "WINOGRAD_BLOCK_BYTES",
+                            per_block * 16 * shapes[1][1] * tiles * 8)
+    if threads == 3:
+        monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
+    rng = np.random.default_rng(13)
+    arrays = [rng.standard_normal(s) for s in shapes] + [rng.standard_normal(shapes[1][0])]
+    arrays = arrays if bias else arrays[:2]
+    ts = [ember.tensor(a, dtype=ember.float64, requires_grad=True) for a in arrays]
+    out = F.conv2d(*ts, padding=1)
+    g = np.cos(np.arange(out.numel())).reshape(out.shape)
+    out.backward(ember.tensor(g, dtype=ember.float64))
+    assert len(taken) == 2  # the forward and the input gradient
+    tt = [torch.tensor(a, requires_grad=True) for a in arrays]
+    expected = TF.conv2d(*tt, padding=1)
+    expected.backward(torch.tensor(g))
+    np.testing.assert_allclose(out.array, expected.detach().numpy(), rtol=1e-9, atol=1e-11)
+    for mine, theirs in zip(ts, tt):
+        np.testing.assert_allclose(mine.grad.array, theirs.grad.numpy(), rtol=1e-9,
+                                   atol=1e-11)
+
+
+def test_winograd_float32_is_as_close_to_torch_as_the_direct_path(monkeypatch):
+    """In float32 Winograd rounds differently from im2col + GEMM: both stay within a few
+    float32 ulps of the exact result, and the same bits come on any number of threads."""
+    from ember import blas
+    from ember.ops import conv, conv_blocked
+    use_layout(monkeypatch, "narrow")
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    monkeypatch.setattr(conv_blocked, "WINOGRAD_BLOCK_BYTES", 16 * 24 * 16 * 4)  # 1 sample
+    rng = np.random.default_rng(14)
+    x, w = rng.standard_normal((6, 24, 8, 8)), rng.standard_normal((16, 24, 3, 3)) * 0.1
+    exact = TF.conv2d(torch.tensor(x), torch.tensor(w), padding=1).numpy()
+    x32, w32 = ember.tensor(x.astype(np.float32)), ember.tensor(w.astype(np.float32))
+    winograd = F.conv2d(x32, w32, padding=1).array
+    monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
+    assert F.conv2d(x32, w32, padding=1).array.tobytes() == winograd.tobytes()
+    monkeypatch.setattr(conv_blocked, "WINOGRAD", False)
+    direct = F.conv2d(x32, w32, padding=1).array
+    scale = np.abs(exact).max()
+    err_winograd = np.abs(winograd - exact).max() / scale
+    err_direct = np.abs(direct - exact).max() / scale
+    assert err_winograd < 4 * np.finfo(np.float32).eps * 8 and err_direct < 1e-6
+    assert not np.array_equal(winograd, direct)  # the two paths really differ
+
+
+@pytest.mark.parametrize("shape, kwargs, expected", [
+    ((2, 4, 8, 8), dict(padding=1), True),
+    ((2, 4, 8, 6), dict(padding=1), True),
+    ((2, 4, 7, 8), dict(padding=1), False),             # odd output size
+    ((2, 4, 8, 8), dict(padding=1, stride=2), False),
+    ((2, 4, 8, 8), dict(padding=2, dilation=2), False),
+    ((2, 4, 10, 10), dict(), False),                    # no padding
+    ((2, 4, 32, 32), dict(padding=1), False),           # wide layout (big images)
+])
+def test_winograd_is_taken_only_where_it_applies(shape, kwargs, expected):
+    from ember.ops import conv, conv_blocked, kernels
+    if not kernels.enabled():
+        pytest.skip("the Winograd transforms need Numba")
+    full = dict(stride=1, padding=0, dilation=1) | kwargs
+    win = conv.conv_window("conv2d", shape, (4, 4, 3, 3), full["stride"], full["padding"],
+                           full["dilation"])
+    assert conv_blocked.winograd(win, np.dtype(np.float32)) is expected
+
+
 def test_blocked_conv_float32_weight_gradient_alone(monkeypatch):
     """A first layer (input without grad) in float32: only the weight gradient is built."""
     from ember.ops import conv, conv_blocked
