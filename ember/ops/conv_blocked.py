@@ -22,6 +22,10 @@ Where those extra columns would be a large share of the products (small images:
 layout instead (``narrow``): rows of ``ow`` built by the compiled kernel from the
 block's padded copy, products written straight into the output (section 15).
 
+A 3x3, stride-1, padding-1 layer in the narrow layout with an even output size runs as
+Winograd F(2x2, 3x3) instead (``winograd``): 16 products per block of (C_out x C_in)
+by (C_in x tiles) between compiled transforms, 2.25x fewer multiplications (section 16).
+
 ``forward`` is the convolution; the input gradient of a stride-1 convolution is
 ``forward`` of the output gradient with the flipped kernel (``conv.Conv2d``), and
 ``weight_grad`` sums ``g @ columns^T`` block by block. Only ``groups == 1``.
