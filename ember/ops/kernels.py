@@ -504,14 +504,19 @@ def relu_grad_into(grad: Any, g: Any, out: Any) -> None:
 
 def sigmoid_grad_into(grad: Any, g: Any, out: Any) -> None:
     """``grad = (1 - out) * out * g`` (``flat_ready`` arrays of one shape)."""
-    one = out.dtype.type(1)
-    parallel.rows(lambda a, b, c: _kernels.sigmoid_grad(b, c, a, one), grad, g, out)
+    _output_grad_into(_kernels.sigmoid_grad, grad, g, out)
 
 
 def tanh_grad_into(grad: Any, g: Any, out: Any) -> None:
     """``grad = g * (1 - out * out)`` (``flat_ready`` arrays of one shape)."""
+    _output_grad_into(_kernels.tanh_grad, grad, g, out)
+
+
+def _output_grad_into(kernel: Any, grad: Any, g: Any, out: Any) -> None:
+    """Run an activation-gradient kernel written in terms of the op's output, with 1 in
+    the arrays' dtype, on row blocks of big arrays in parallel."""
     one = out.dtype.type(1)
-    parallel.rows(lambda a, b, c: _kernels.tanh_grad(b, c, a, one), grad, g, out)
+    parallel.rows(lambda a, b, c: kernel(b, c, a, one), grad, g, out)
 
 
 @functools.lru_cache(maxsize=64)
