@@ -256,42 +256,46 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
     attributes (arity, promote, differentiable) are read at call time.
     """
     def apply(*args: Any, **kwargs: Any) -> Tensor:
-        k = cls.arity
-        if k is None or k == len(args):
-            inputs, attrs = args, ()
-        else:
-            inputs, attrs = args[:k], args[k:]
-        for t in inputs:
-            if not isinstance(t, Tensor):  # a number to lift (Parameters are Tensors)
-                inputs = as_tensor_like(inputs, cls.promote)
-                break
-        else:
-            if cls.promote and inputs[0].array.dtype is not inputs[-1].array.dtype and \
-                    inputs[0].array.dtype != inputs[-1].array.dtype:
-                inputs = as_tensor_like(inputs, True)
         fn = cls()
-        n = len(inputs)
-        extra = attrs or kwargs
-        try:
-            if n == 2:  # the common arities without building lists or empty *args
-                a, b = inputs
-                needs = _NEEDS_2[a._requires_grad][b._requires_grad]
-                out = fn.forward(a.array, b.array, *attrs, **kwargs) if extra else \
-                    fn.forward(a.array, b.array)
-            elif n == 1:
-                a = inputs[0]
-                needs = _NEEDS_1[a._requires_grad]
-                out = fn.forward(a.array, *attrs, **kwargs) if extra else fn.forward(a.array)
-            elif n == 3 and not extra:  # e.g. linear(x, weight, bias)
-                a, b, c = inputs
-                needs = _NEEDS_3[a._requires_grad][b._requires_grad][c._requires_grad]
-                out = fn.forward(a.array, b.array, c.array)
+        n = len(args)
+        if n == 2 and cls.arity == 2 and not kwargs and type(args[0]) is Tensor and \
+                type(args[1]) is Tensor and args[0].array.dtype is args[1].array.dtype:
+            # x * y on two tensors of one dtype, the most common call: no checks left
+            inputs, extra = args, False
+            a, b = args
+            needs = _NEEDS_2[a._requires_grad][b._requires_grad]
+            try:
+                out = fn.forward(a.array, b.array)
+            except (ValueError, IndexError) as err:
+                raise _with_shapes(err, cls, inputs) from None
+        else:
+            k = cls.arity
+            if k is None or k == n:
+                inputs, attrs = args, ()
             else:
-                needs = tuple([t._requires_grad for t in inputs])
-                out = fn.forward(*[t.array for t in inputs], *attrs, **kwargs)
-        except (ValueError, IndexError) as err:
-            shapes = " and ".join(str(tuple(t.shape)) for t in inputs)
-            raise type(err)(f"{cls.name}: {err} (input shapes {shapes})") from None
+                inputs, attrs = args[:k], args[k:]
+            inputs = _lifted(cls, inputs)
+            n = len(inputs)
+            extra = attrs or kwargs
+            try:
+                if n == 2:  # the common arities without building lists or empty *args
+                    a, b = inputs
+                    needs = _NEEDS_2[a._requires_grad][b._requires_grad]
+                    out = fn.forward(a.array, b.array, *attrs, **kwargs) if extra else \
+                        fn.forward(a.array, b.array)
+                elif n == 1:
+                    a = inputs[0]
+                    needs = _NEEDS_1[a._requires_grad]
+                    out = fn.forward(a.array, *attrs, **kwargs) if extra else fn.forward(a.array)
+                elif n == 3 and not extra:  # e.g. linear(x, weight, bias)
+                    a, b, c = inputs
+                    needs = _NEEDS_3[a._requires_grad][b._requires_grad][c._requires_grad]
+                    out = fn.forward(a.array, b.array, c.array)
+                else:
+                    needs = tuple([t._requires_grad for t in inputs])
+                    out = fn.forward(*[t.array for t in inputs], *attrs, **kwargs)
+            except (ValueError, IndexError) as err:
+                raise _with_shapes(err, cls, inputs) from None
         mode = _mode
         if mode.anomaly:
             fn.site = _user_site()
@@ -319,6 +323,24 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
 
     apply.__doc__ = f"Apply {cls.__name__} to tensors (or numbers), recording it for backward."
     return apply
+
+
+def _lifted(cls: type[Function], inputs: tuple) -> Sequence[Tensor]:
+    """An op's inputs with numbers lifted to tensors and, where the op says so, mixed
+    int and float promoted as torch does (the inputs themselves when nothing changes)."""
+    for t in inputs:
+        if not isinstance(t, Tensor):  # a number to lift (Parameters are Tensors)
+            return as_tensor_like(inputs, cls.promote)
+    if cls.promote and inputs[0].array.dtype is not inputs[-1].array.dtype and \
+            inputs[0].array.dtype != inputs[-1].array.dtype:
+        return as_tensor_like(inputs, True)
+    return inputs
+
+
+def _with_shapes(err: Exception, cls: type[Function], inputs: Sequence[Tensor]) -> Exception:
+    """A forward's shape error, naming the op and its inputs' shapes."""
+    shapes = " and ".join(str(tuple(t.shape)) for t in inputs)
+    return type(err)(f"{cls.name}: {err} (input shapes {shapes})")
 
 
 # ---------------------------------------------------------------- registry

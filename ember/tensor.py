@@ -446,11 +446,18 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
         if check is not None:  # set inside autograd.detect_anomaly()
             check(fn, in_grads)
         node = None
-        parents = fn.parents  # a property: read once per op
+        parents = fn._inputs  # what fn.parents reads, without a property call per op
+        if parents is None:
+            parents = (fn._first,) if fn._second is None else (fn._first, fn._second)
+        large = False  # an intermediate input worth freeing once fn is released
         for parent, needs, pgrad in zip(parents, fn.needs_input_grad, in_grads):
-            if not needs or pgrad is None:
+            if not needs:  # a constant: no gradient, no graph behind it
                 continue
             array = parent.array
+            if parent.grad_fn is not None and array.nbytes >= _FREE_MIN_BYTES:
+                large = True
+            if pgrad is None:
+                continue
             if type(pgrad) is not ndarray or pgrad.shape != array.shape or \
                     (pgrad.dtype is not array.dtype and pgrad.dtype != array.dtype):
                 pgrad = _checked(fn, parent, pgrad)
@@ -469,8 +476,11 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
         if node is not None and heap:  # others are pending too: let the heap order them
             push(heap, (-node.grad_fn.seq, id(node), node))
             node = None
-        if not retain_graph:
-            _release(fn, parents, stand_ins)
+        if not retain_graph:  # drop what fn saved; its large inputs go with the graph
+            fn.saved = None
+            fn.released = True
+            if large:
+                _free_inputs(fn, parents, stand_ins)
     for leaf in leaves:
         _accumulate(leaf, grads[id(leaf)], handed_out)
 
@@ -481,14 +491,12 @@ ndarray = xp.ndarray
 _FREE_MIN_BYTES = 1 << 16  # smaller inputs cost more to swap than they hold
 
 
-def _release(fn: Any, parents: Any, stand_ins: dict[int, FreedTensor]) -> None:
-    """After ``fn``'s backward without retain_graph: drop what it saved, and swap its
-    intermediate inputs of 64 KiB or more for stand-ins without data. Otherwise a
-    finished graph keeps every activation alive through its consumers' ``parents``
-    until the loss is dropped (in a training loop: through the next step's forward).
-    Leaves, and tensors that keep their ``.grad`` (retain_grad), stay as they are."""
-    fn.saved = None
-    fn.released = True
+def _free_inputs(fn: Any, parents: Any, stand_ins: dict[int, FreedTensor]) -> None:
+    """After ``fn``'s backward without retain_graph: swap its intermediate inputs of
+    64 KiB or more for stand-ins without data. Otherwise a finished graph keeps every
+    activation alive through its consumers' ``parents`` until the loss is dropped (in a
+    training loop: through the next step's forward). Leaves, and tensors that keep their
+    ``.grad`` (retain_grad), stay as they are."""
     for i, p in enumerate(parents):
         if p.grad_fn is None or p._retains_grad or p.array.nbytes < _FREE_MIN_BYTES:
             continue
