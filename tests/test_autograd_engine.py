@@ -188,3 +188,32 @@ def test_a_recorded_op_leaves_two_objects_for_the_garbage_collector():
     assert 1.9 <= per_op <= 2.1
     y.sum().backward()
     assert x.grad.item() == 1.0
+
+
+def test_the_two_tensor_fast_path_records_what_the_general_path_does():
+    """``a * b`` on two plain tensors of one dtype skips apply's checks; a Parameter
+    (a Tensor subclass) or a number takes the general path. Same record, same grads."""
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((2, 3, 4))
+    a, b = ember.tensor(values[0], requires_grad=True), ember.tensor(values[1])
+    p = ember.nn.Parameter(ember.tensor(values[0]))
+    fast, general = a * b, p * b
+    for out, first in ((fast, a), (general, p)):
+        fn = out.grad_fn
+        assert fn.parents == (first, b) and fn.needs_input_grad == (True, False)
+        out.sum().backward()
+    assert np.array_equal(a.grad.array, p.grad.array)
+    assert fast.grad_fn.seq < general.grad_fn.seq  # both numbered for backward's order
+    with ember.no_grad():
+        assert (a * b).grad_fn is None and not (a * b).requires_grad
+    assert (b * b).grad_fn is None  # no input needs a gradient
+
+
+def test_the_two_tensor_fast_path_reports_anomalies_and_shapes():
+    from ember.autograd import AnomalyError, detect_anomaly
+    big = ember.tensor([3e38], requires_grad=True)
+    with detect_anomaly(), np.errstate(over="ignore"), \
+            pytest.raises(AnomalyError, match="Mul produced Inf"):
+        big * big
+    with pytest.raises(ValueError, match=r"Mul: .*\(input shapes \(2, 3\) and \(4, 5\)\)"):
+        ember.ones(2, 3) * ember.ones(4, 5)
