@@ -151,14 +151,22 @@ class Tanh(Function):
 
     def backward(self, g):  # d tanh a / da = 1 - tanh^2 a
         out = self.saved[0]
-        if out.ndim and kernels.flat_ready(g, out):  # one compiled pass, the NumPy bits
-            grad = xp.empty_like(out)
-            kernels.tanh_grad_into(grad, g, out)
-            return grad
-        return g * (1 - out * out)
+        grad = _compiled_output_grad(kernels.tanh_grad_into, g, out)
+        return grad if grad is not None else g * (1 - out * out)
 
     def to_onnx(self, g, inputs, output):
         g.node("Tanh", inputs, output)
+
+
+def _compiled_output_grad(grad_into, g, out):
+    """An activation's input gradient from its output in one compiled pass with the
+    NumPy passes' bits (``kernels.sigmoid_grad_into``, ``tanh_grad_into``), or None
+    where the kernels cannot run (0-d, non-contiguous, no Numba)."""
+    if not (out.ndim and kernels.flat_ready(g, out)):
+        return None
+    grad = xp.empty_like(out)
+    grad_into(grad, g, out)
+    return grad
 
 
 def stable_sigmoid(a):
@@ -187,9 +195,8 @@ class Sigmoid(Function):
 
     def backward(self, g):  # d s(a) / da = s(a) (1 - s(a))
         out = self.saved[0]
-        if out.ndim and kernels.flat_ready(g, out):  # one compiled pass, the NumPy bits
-            grad = xp.empty_like(out)
-            kernels.sigmoid_grad_into(grad, g, out)
+        grad = _compiled_output_grad(kernels.sigmoid_grad_into, g, out)
+        if grad is not None:
             return grad
         grad = xp.subtract(1, out, out=xp.empty_like(out))
         grad *= out
