@@ -8,11 +8,12 @@ the second core saves, and when other processes keep the cores busy it is far
 worse: a waiting thread that lost its core stalls the product for a scheduler
 time slice. Measured on a loaded 2-core machine, an MLP epoch ran 5-25x slower
 with two BLAS threads than with one (docs/performance.md). So ``matmul`` keeps a
-product on one thread unless one thread would need about 0.2 ms for it
+product on one thread unless one thread would need about 0.12 ms for it
 (``MULTITHREAD_FLOPS``); bigger products (wide layers, convolutions as GEMMs) use
 every thread the pool has. (The cut was 1e8 FLOPs until session 6; at 2e7 a
-784-256-... MLP at batch 200 ran 15% faster, and at 1e7 a 784-100-... MLP at
-batch 64 ran 20% slower.)
+784-256-... MLP at batch 200 ran 15% faster, at 1.2e7 (its 200x256 @ 256x128
+products, 13 MFLOP, on two threads) another 7-12%, and at 1e7 a 784-100-... MLP at
+batch 64 ran 20% slower: its 10 MFLOP products lose to the hand-off.)
 
 The pool is found with ``threadpoolctl`` (an optional dependency). Without it,
 or with a BLAS other than OpenBLAS on pthreads, ``matmul`` is plain ``a @ b``.
@@ -36,7 +37,7 @@ from ember.backend import xp
 __all__ = ["matmul", "axpy", "set_num_threads", "get_num_threads", "one_thread",
            "MULTITHREAD_FLOPS"]
 
-MULTITHREAD_FLOPS = 2e7
+MULTITHREAD_FLOPS = 1.2e7
 """Products of fewer floating-point operations (2*M*K*N per BLAS call) run on one thread."""
 
 _np_matmul = xp.matmul

@@ -10,7 +10,7 @@ threadpoolctl = pytest.importorskip("threadpoolctl")
 
 # M, K, N around both bounds of the one-thread range (M*K*N in [2^18, 1e7))
 SHAPES = [(10, 784, 100), (64, 784, 100), (200, 784, 256), (8, 8, 8), (512, 512, 512),
-          (1, 784, 400)]
+          (1, 784, 400), (200, 256, 128)]
 
 
 @pytest.fixture
