@@ -372,3 +372,41 @@ def test_deepcopy_gives_an_independent_equal_model():
     with ember.no_grad():
         clone[0].weight.fill_(0.0)
     assert model[0].weight.array.any()
+
+
+def test_registered_names_read_from_the_stores_and_never_go_stale():
+    # Module gives each registered name a class-level reader (module._Registered), so
+    # `layer.weight` skips a failed lookup; it must answer as the stores do, always
+    layer = nn.Linear(3, 2)
+    assert layer.weight is layer._parameters["weight"] and "weight" not in vars(layer)
+    replacement = nn.Parameter(ember.zeros(2, 3))
+    layer._parameters["weight"] = replacement  # an edit behind the reader's back
+    assert layer.weight is replacement
+    layer.bias = None
+    assert layer.bias is None and layer._parameters["bias"] is None
+    del layer.weight
+    with pytest.raises(AttributeError, match="'Linear' object has no attribute 'weight'"):
+        _ = layer.weight
+    with pytest.raises(AttributeError, match="type object 'Linear' has no attribute"):
+        _ = nn.Linear.weight  # as in torch: the class has no such attribute
+    other = nn.Linear(3, 2)
+    assert other.weight.shape == (2, 3)  # the deletion was this instance's only
+
+    class Holder(nn.Module):
+        def __init__(self, kind):
+            super().__init__()
+            if kind == "module":
+                self.part = nn.ReLU()
+            elif kind == "buffer":
+                self.register_buffer("part", ember.ones(1))
+            else:
+                self.part = "a plain attribute"  # wins over the class-level reader
+    assert isinstance(Holder("module").part, nn.ReLU)
+    assert Holder("buffer").part.tolist() == [1.0]
+    assert Holder("plain").part == "a plain attribute"
+    swapped = Holder("module")
+    swapped.part = nn.Parameter(ember.zeros(1))  # a module replaced by a parameter
+    assert isinstance(swapped.part, nn.Parameter) and "part" not in swapped._modules
+    bare = nn.Module()
+    bare.fc = nn.Linear(1, 1)
+    assert bare.fc is bare._modules["fc"] and "fc" not in vars(nn.Module)
