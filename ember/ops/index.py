@@ -221,8 +221,7 @@ class OneHot(Function):
         if a.dtype.kind not in "iu":
             raise TypeError(f"one_hot: expected an integer tensor, got {a.dtype}")
         index = a if a.dtype == dtypes.int64 else a.astype(dtypes.int64)
-        # one reduction checks both bounds: seen as unsigned, negatives are the largest
-        top = int(xp.maximum.reduce(index.view(xp.uint64), axis=None)) if a.size else -1
+        top = _largest_unsigned(index) if a.size else -1
         if num_classes == -1:  # as many classes as the largest value needs
             num_classes = top + 1 if top < 2**63 else 0
         n = max(num_classes, 0)
@@ -233,6 +232,16 @@ class OneHot(Function):
         out = xp.zeros(a.shape + (n,), dtypes.int64)
         out.reshape(a.size, n)[xp.arange(a.size), index.reshape(-1)] = 1
         return out
+
+
+def _largest_unsigned(index: Any) -> int:
+    """The largest of int64 ``index`` seen as unsigned, so that one maximum checks both
+    bounds (negatives are then the largest). A batch of labels takes Python's ``max``: a
+    NumPy reduction costs ~2 µs before its first element, 4x ``max`` over 64 numbers."""
+    unsigned = index.view(xp.uint64)
+    if unsigned.size <= 64:
+        return max(unsigned.ravel().tolist())
+    return int(xp.maximum.reduce(unsigned, axis=None))
 
 
 def _identity(n: int) -> Any:

@@ -236,6 +236,17 @@ def test_one_hot_refuses_classes_outside_the_range(classes, message, width):
         ember.nn.functional.one_hot(ember.tensor(big), width)
 
 
+@pytest.mark.parametrize("size", [64, 65, 1000])  # Python's max up to 64 labels, then NumPy's
+@pytest.mark.parametrize("bad, message", [(-2, "non-negative, got -2"), (10, "value 10")])
+def test_one_hot_checks_the_bounds_of_small_and_large_batches(size, bad, message):
+    labels = np.random.default_rng(1).integers(0, 10, size)
+    np.testing.assert_array_equal(ember.nn.functional.one_hot(ember.tensor(labels), 10).array,
+                                  np.eye(10, dtype=np.int64)[labels])
+    labels[size // 2] = bad
+    with pytest.raises(ValueError, match=message):
+        ember.nn.functional.one_hot(ember.tensor(labels), 10)
+
+
 @pytest.mark.parametrize("dtype", [np.int64, np.int8, np.uint8])
 @pytest.mark.parametrize("width", [5, 256, 257, 1000])
 def test_one_hot_paths_equal_torch_and_return_fresh_arrays(dtype, width):
