@@ -147,8 +147,8 @@ class ToTensor(Transform):
                 not kernels.enabled(np.dtype(np.float32)):
             return None
         nchw = _as_nchw(array)
-        mean, std = normalize.channel_vectors(np.float32, nchw.shape[1])
-        return Tensor._make(kernels.unit_normalize(nchw, mean, std), False, None)
+        table = normalize.byte_table(nchw.shape[1])
+        return Tensor._make(kernels.unit_normalize(nchw, table), False, None)
 
     @staticmethod
     def _scale(array: np.ndarray) -> np.ndarray:
@@ -202,6 +202,17 @@ class Normalize(Transform):
             mean, std = self._checked_per_channel(np.empty((channels, 1, 1), dtype))
             cached = self._cache[key] = tuple(np.ascontiguousarray(
                 np.broadcast_to(np.ravel(v), (channels,))) for v in (mean, std))
+        return cached
+
+    def byte_table(self, channels: int) -> np.ndarray:
+        """(channels, 256) float32: what ToTensor then this transform make of each byte
+        value in each channel (``kernels.normalize_table``), cached as ``channel_vectors``."""
+        key = ("table", channels, self.mean.tobytes(), self.std.tobytes())
+        cached = self.__dict__.setdefault("_cache", {}).get(key)
+        if cached is None:
+            cached = self._cache[key] = kernels.normalize_table(
+                *self.channel_vectors(np.float32, channels))
+            cached.flags.writeable = False  # shared by every later batch
         return cached
 
     def _checked_per_channel(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
