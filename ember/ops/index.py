@@ -221,7 +221,7 @@ class OneHot(Function):
         if a.dtype.kind not in "iu":
             raise TypeError(f"one_hot: expected an integer tensor, got {a.dtype}")
         index = a if a.dtype == dtypes.int64 else a.astype(dtypes.int64)
-        top = _largest_unsigned(index) if a.size else -1
+        top = largest_unsigned(index) if a.size else -1
         if num_classes == -1:  # as many classes as the largest value needs
             num_classes = top + 1 if top < 2**63 else 0
         n = max(num_classes, 0)
@@ -234,7 +234,7 @@ class OneHot(Function):
         return out
 
 
-def _largest_unsigned(index: Any) -> int:
+def largest_unsigned(index: Any) -> int:
     """The largest of int64 ``index`` seen as unsigned, so that one maximum checks both
     bounds (negatives are then the largest). A batch of labels takes Python's ``max``: a
     NumPy reduction costs ~2 µs before its first element, 4x ``max`` over 64 numbers."""

@@ -124,8 +124,10 @@ def test_cross_entropy_leaves_the_plain_path_where_it_does_not_apply(case):
         np.testing.assert_allclose(float(loss.array), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("size", [3, 65])  # the bound check: Python's max, NumPy's above 64
 @pytest.mark.parametrize("bad", [-1, 4])
-def test_cross_entropy_names_a_target_out_of_range(bad):
-    target = np.array([0, bad, 1])
+def test_cross_entropy_names_a_target_out_of_range(bad, size):
+    target = np.zeros(size, np.int64)
+    target[1] = bad
     with pytest.raises(IndexError, match=f"target {bad} is out of bounds for 4 classes"):
-        cross_entropy_run(np.zeros((3, 4)), target)
+        cross_entropy_run(np.zeros((size, 4)), target)
