@@ -187,33 +187,36 @@ class Normalize(Transform):
         """mean and std as (C, 1, 1) arrays of the input's dtype, checked once per
         dtype, channel count and values (a batch of 10 MNIST images is ~15 us of work,
         so re-validating every call showed)."""
-        key = (array.dtype, array.shape[-3], self.mean.tobytes(), self.std.tobytes())
-        cached = self.__dict__.setdefault("_cache", {}).get(key)
-        if cached is None:
-            cached = self._cache[key] = self._checked_per_channel(array)
-        return cached
+        return self._cached((array.dtype, array.shape[-3]),
+                            lambda: self._checked_per_channel(array))
 
     def channel_vectors(self, dtype: Any, channels: int) -> tuple[np.ndarray, np.ndarray]:
         """mean and std as contiguous (channels,) vectors of ``dtype``, checked as a
         call on such images would check them (cached the same way)."""
-        key = ("vectors", np.dtype(dtype), channels, self.mean.tobytes(), self.std.tobytes())
-        cached = self.__dict__.setdefault("_cache", {}).get(key)
-        if cached is None:
+        def make() -> tuple[np.ndarray, np.ndarray]:
             mean, std = self._checked_per_channel(np.empty((channels, 1, 1), dtype))
-            cached = self._cache[key] = tuple(np.ascontiguousarray(
-                np.broadcast_to(np.ravel(v), (channels,))) for v in (mean, std))
-        return cached
+            return tuple(np.ascontiguousarray(np.broadcast_to(np.ravel(v), (channels,)))
+                         for v in (mean, std))
+        return self._cached(("vectors", np.dtype(dtype), channels), make)
 
     def byte_table(self, channels: int) -> np.ndarray:
         """(channels, 256) float32: what ToTensor then this transform make of each byte
         value in each channel (``kernels.normalize_table``), cached as ``channel_vectors``."""
-        key = ("table", channels, self.mean.tobytes(), self.std.tobytes())
-        cached = self.__dict__.setdefault("_cache", {}).get(key)
-        if cached is None:
-            cached = self._cache[key] = kernels.normalize_table(
-                *self.channel_vectors(np.float32, channels))
-            cached.flags.writeable = False  # shared by every later batch
-        return cached
+        def make() -> np.ndarray:
+            table = kernels.normalize_table(*self.channel_vectors(np.float32, channels))
+            table.flags.writeable = False  # shared by every later batch
+            return table
+        return self._cached(("table", channels), make)
+
+    def _cached(self, key: tuple, make: Callable[[], Any]) -> Any:
+        """``make()``, kept under ``key`` and the statistics' current values (``mean`` and
+        ``std`` may be reassigned or edited in place: the cache follows them)."""
+        key += (self.mean.tobytes(), self.std.tobytes())
+        cache = self.__dict__.setdefault("_cache", {})
+        value = cache.get(key)
+        if value is None:
+            value = cache[key] = make()
+        return value
 
     def _checked_per_channel(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         channels = array.shape[-3]
