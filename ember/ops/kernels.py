@@ -473,7 +473,7 @@ def unit_normalize(images: Any, table: Any) -> Any:
     (n, c, h, w) images of any strides (an NHWC batch transposed, say) and the statistics'
     ``normalize_table``: torchvision's ToTensor and Normalize in one pass, with the same
     roundings. The pass is a lookup: no divisions, which bound the arithmetic kernel it
-    replaced (1.5x faster for MNIST at batch 200, 4.9x for a CIFAR batch's strided
+    replaced (1.2-1.5x faster for MNIST at batch 200, 4-5x for a CIFAR batch's strided
     channels; docs/performance.md, section 18)."""
     out = xp.empty(images.shape, xp.float32)
     parallel.rows(lambda img, o: _kernels.unit_normalize(img, o, table), images, out)
