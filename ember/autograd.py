@@ -268,6 +268,15 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
                 out = fn.forward(a.array, b.array)
             except (ValueError, IndexError) as err:
                 raise _with_shapes(err, cls, inputs) from None
+        elif n == 1 and not kwargs and isinstance(args[0], Tensor) and cls.arity != 2:
+            # x.exp(), an activation: one tensor, nothing to lift or promote
+            inputs, extra = args, False
+            a = args[0]
+            needs = _NEEDS_1[a._requires_grad]
+            try:
+                out = fn.forward(a.array)
+            except (ValueError, IndexError) as err:
+                raise _with_shapes(err, cls, inputs) from None
         else:
             k = cls.arity
             if k is None or k == n:

@@ -34,6 +34,8 @@ def is_floating(dtype: xp.dtype) -> bool:
 
 def to_dtype(dtype) -> xp.dtype:
     """Accept ember/NumPy dtypes, Python types and strings like 'float32'."""
+    if isinstance(dtype, xp.dtype):  # already one (x.float(), x.to(ember.int64)): as it is
+        return dtype
     if dtype is bool or dtype == "bool":
         return bool_
     return xp.dtype(dtype)

@@ -213,7 +213,9 @@ def mse_loss(input: Tensor, target: Tensor, size_average: bool | None = None,  #
     reduction = legacy_reduction(size_average, reduce, reduction)
     _warn_if_sizes_differ(input, target)
     if weight is None:  # the common case as one fused op (ember/ops/nn.py)
-        return MseLoss.apply(input, target, reduction)
+        # "mean" is the op's default: left out, the call takes apply's two-tensor fast path
+        return MseLoss.apply(input, target) if reduction == "mean" else \
+            MseLoss.apply(input, target, reduction)
     diff = input - target
     return _weighted(diff * diff, weight, reduction, input)
 

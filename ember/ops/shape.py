@@ -278,6 +278,8 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Merge dims ``start_dim..end_dim`` into one."""
     shape = x.array.shape  # read once: this runs in every MLP's forward
     ndim = len(shape)
+    if start_dim == 1 and end_dim == -1 and ndim > 2:  # nn.Flatten of a batch: no checks left
+        return x.reshape(shape[0], math.prod(shape[1:]))
     start, end = _dim(start_dim, ndim), _dim(end_dim, ndim)
     if ndim == 0:
         return x.reshape(1)
