@@ -178,7 +178,7 @@ class Function:
     """
 
     arity: int | None = 1
-    differentiable = True
+    differentiable = True  # False: never recorded (an op's forward may set it per call)
     promote = False  # binary arithmetic: mix int and float inputs as torch does
     name = "Function"
 
@@ -253,7 +253,8 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
     """``cls.apply``: run the op on tensors (or numbers), record it in the graph if needed.
 
     A closure per op class, so that ``x * y`` costs one Python call here. Class
-    attributes (arity, promote, differentiable) are read at call time.
+    attributes (arity, promote) are read at call time, ``differentiable`` from the op
+    object, whose forward may set it (Cast to an integer dtype cuts the graph).
     """
     def apply(*args: Any, **kwargs: Any) -> Tensor:
         fn = cls()
@@ -313,7 +314,7 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
             out = xp.asarray(out)  # NumPy reductions return scalars, not 0-d arrays
         result = _new_tensor(Tensor)
         result.array, result._grad, result._retains_grad = out, None, False
-        if True in needs and mode.enabled and cls.differentiable:
+        if True in needs and mode.enabled and fn.differentiable:
             if n == 2:
                 fn._first, fn._second = inputs
             elif n == 1:

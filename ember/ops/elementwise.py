@@ -391,17 +391,12 @@ class Cast(Function):
 
     def forward(self, a, dtype):
         self.source = a.dtype
-        return a.astype(to_dtype(dtype), copy=False)
+        out = a.astype(to_dtype(dtype), copy=False)
+        self.differentiable = out.dtype.kind == "f"  # not recorded otherwise
+        return out
 
     def backward(self, g):
         return g.astype(self.source)
 
     def to_onnx(self, g, inputs, output):
         g.node("Cast", inputs, output, to=g.onnx_type(output))
-
-    @classmethod
-    def apply(cls, x, dtype):
-        out = cls._apply(x, dtype)
-        if out.array.dtype.kind != "f" and out._requires_grad:
-            return out.detach()
-        return out

@@ -336,3 +336,15 @@ def test_pools_give_the_same_values_and_gradients_wherever_the_input_lies(offset
     out.backward(torch.tensor(g))
     np.testing.assert_array_equal(fn(ember.tensor(xe.array), 2).numpy(), out.detach().numpy())
     np.testing.assert_allclose(xe.grad.numpy(), xt.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_a_cast_to_an_integer_dtype_cuts_the_graph_as_in_torch():
+    x = ember.tensor([1.5, -2.5], requires_grad=True)
+    for cut in (x.long(), x.astype(ember.int32), x.bool(), (x * 2).int()):
+        assert not cut.requires_grad and cut.grad_fn is None
+    kept = x.double()
+    assert kept.requires_grad and kept.grad_fn is not None
+    kept.sum().backward()
+    assert x.grad.dtype == ember.float32 and x.grad.tolist() == [1.0, 1.0]
+    t = torch.tensor([1.5, -2.5], requires_grad=True)
+    assert not t.long().requires_grad and t.double().requires_grad
