@@ -161,13 +161,9 @@ class Module:
 
     # ------------------------------------------------------------ attribute registry
     def __getattr__(self, name: str) -> Any:
-        # Only called when normal lookup fails: parameters, buffers, sub-modules.
-        state = self.__dict__
-        for store in ("_parameters", "_buffers", "_modules"):
-            values = state.get(store)
-            if values is not None and name in values:
-                return values[name]
-        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        # Only called when normal lookup fails: a name without a class reader (a bare
+        # Module's registered names, or none at all). The reader's lookup, done once.
+        return _Registered(name).__get__(self, type(self))
 
     def __setattr__(self, name: str, value: Any) -> None:
         params = self.__dict__.get("_parameters")
