@@ -200,6 +200,27 @@ class CrossEntropy(Function):
         if x.size == 0 or target.shape != (x.shape[0],) or target.dtype != xp.int64 or \
                 0 <= ignore_index < self.classes:  # a class to ignore: the general path
             return None
+        if kernels.flat_ready(x):  # the passes below in one compiled loop, checks included
+            found = kernels.cross_entropy_rows(x, target)
+            if found is None:
+                return None
+            exps, sums, per_sample = found
+            rows = None
+        else:
+            found = self._plain_passes(x, target)
+            if found is None:
+                return None
+            exps, sums, per_sample, rows = found
+        self.plain = True
+        self.save(exps, sums, target, rows)
+        if self.reduction == "none":
+            return per_sample
+        total = xp.add.reduce(per_sample)
+        return total if self.reduction == "sum" else total / per_sample.dtype.type(len(target))
+
+    def _plain_passes(self, x, target):
+        """``cross_entropy_rows`` in NumPy passes, plus the row numbers ``backward``
+        picks the targets with; None where the general path must take over."""
         # one maximum checks both bounds: seen as unsigned, negatives (ignore_index
         # included) are the largest (the whole forward of 64 x 10 is ~20 µs: it shows)
         if largest_unsigned(target) >= self.classes:
@@ -214,12 +235,7 @@ class CrossEntropy(Function):
         sums = xp.add.reduce(exps, axis=1)
         per_sample = xp.log(sums)
         per_sample -= picked
-        self.plain = True
-        self.save(exps, sums, target, rows)
-        if self.reduction == "none":
-            return per_sample
-        total = xp.add.reduce(per_sample)
-        return total if self.reduction == "sum" else total / per_sample.dtype.type(len(target))
+        return exps, sums, per_sample, rows
 
     def _backward_plain(self, g):
         """``(softmax - onehot) * scale`` from the kept ``exp(x - max)`` and row sums."""
@@ -228,7 +244,9 @@ class CrossEntropy(Function):
             scale = g
         else:
             scale = g / exps.dtype.type(len(safe)) if self.reduction == "mean" else g
-            scale = xp.broadcast_to(scale, sums.shape)
+        if rows is None:  # the forward's kernel ran: so does its gradient's
+            return kernels.cross_entropy_grad(exps, sums, safe, scale.reshape(-1)), None
+        scale = xp.broadcast_to(scale, sums.shape)
         grad = exps * (scale / sums)[:, None]
         grad[rows, safe] -= scale
         return grad, None
@@ -321,9 +339,12 @@ class CrossEntropy(Function):
 
 
 def _logsumexp_rows(x: Any) -> Any:
+    """Each row's logsumexp, shifted by the row maximum as torch's log-softmax is: a
+    +inf in a row makes its logsumexp (so the row's loss and gradient) NaN, as in torch;
+    a row of all -inf gives -inf."""
     m = x.max(axis=1, keepdims=True) if x.shape[1] else xp.zeros((x.shape[0], 1), x.dtype)
-    m = xp.where(xp.isfinite(m), m, 0)
-    with xp.errstate(divide="ignore"):
+    m = xp.where(m == -xp.inf, 0, m)
+    with xp.errstate(divide="ignore", invalid="ignore"):
         return xp.log(xp.exp(x - m).sum(axis=1, keepdims=True)) + m
 
 

@@ -258,9 +258,12 @@ class CumSum(Function):
 
 
 def _shifted(a, axis: int):
-    """``a - max(a)`` along ``axis`` (a row of all -inf stays -inf, not nan)."""
+    """``a - max(a)`` along ``axis``. A row of all -inf stays -inf (its softmax is then
+    0/0 = NaN, as torch's, without an invalid-value warning on the way); a row whose
+    maximum is +inf becomes NaN, as in torch (``inf - inf``)."""
     m = a.max(axis=axis, keepdims=True)
-    return a - xp.where(xp.isfinite(m), m, 0)
+    with xp.errstate(invalid="ignore"):
+        return a - xp.where(m == -xp.inf, 0, m)
 
 
 @register("log_softmax")
@@ -271,7 +274,7 @@ class LogSoftmax(Function):
     def forward(self, a, dim=-1):
         (self.axis,) = normalize_dims(dim, a.ndim) or (None,)
         z = _shifted(a, self.axis)
-        with xp.errstate(divide="ignore"):
+        with xp.errstate(divide="ignore", invalid="ignore"):  # all -inf: NaN, as in torch
             out = z - xp.log(xp.exp(z).sum(axis=self.axis, keepdims=True))
         self.save(out)
         return out
@@ -291,7 +294,8 @@ class Softmax(Function):
     def forward(self, a, dim=-1):
         (self.axis,) = normalize_dims(dim, a.ndim) or (None,)
         e = xp.exp(_shifted(a, self.axis))
-        out = e / e.sum(axis=self.axis, keepdims=True)
+        with xp.errstate(invalid="ignore"):  # a row of all -inf: 0/0, NaN as in torch
+            out = e / e.sum(axis=self.axis, keepdims=True)
         self.save(out)
         return out
 

@@ -68,10 +68,22 @@ def cross_entropy_and_grad(logits, target, reduction, **kwargs):
     return out.array, x.grad.array
 
 
+@pytest.fixture(params=[True, False], ids=["compiled", "numpy"])
+def compiled(request):
+    """The plain cross-entropy path with its compiled kernel, then with NumPy's passes."""
+    from ember.ops import kernels
+    if request.param and not kernels.enabled():
+        pytest.skip("Numba is not installed")
+    previous = kernels.set_enabled(request.param)
+    yield request.param
+    kernels.set_enabled(previous)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("scale", [1.0, 1e4])
-def test_plain_cross_entropy_equals_the_general_path(monkeypatch, reduction, dtype, scale):
+def test_plain_cross_entropy_equals_the_general_path(monkeypatch, compiled, reduction, dtype,
+                                                     scale):
     from ember.ops.nn import CrossEntropy
     rng = np.random.default_rng(0)
     logits = (rng.standard_normal((33, 10)) * scale).astype(dtype)
@@ -103,15 +115,34 @@ def test_cases_outside_the_plain_path_still_match_torch(logits, target, kwargs):
     np.testing.assert_allclose(mine[1], x.grad.numpy(), rtol=1e-12, atol=1e-15)
 
 
-def test_an_infinite_logit_takes_the_general_path(monkeypatch):
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_non_finite_row_maximum_takes_the_general_path(monkeypatch, compiled, bad):
     from ember.ops.nn import CrossEntropy
-    a = np.array([[1.0, np.inf, 0.0], [0.0, 1.0, 2.0]])
+    a = np.array([[0.0, 1.0, 2.0], [1.0, bad, 0.0]])
+    a[1] = bad if np.isnan(bad) or bad < 0 else a[1]  # NaN or -inf: the whole row
     with np.errstate(invalid="ignore"):
         fast = cross_entropy_and_grad(a, np.array([1, 2]), "sum")
         monkeypatch.setattr(CrossEntropy, "_forward_plain", lambda *args: None)
         general = cross_entropy_and_grad(a, np.array([1, 2]), "sum")
     for x, y in zip(fast, general):
         np.testing.assert_array_equal(x, y)
+    torch_x = torch.tensor(a, requires_grad=True)
+    out = torch.nn.functional.cross_entropy(torch_x, torch.tensor([1, 2]), reduction="sum")
+    out.backward()
+    np.testing.assert_allclose(fast[0], out.detach().numpy(), rtol=1e-12)  # NaN where torch's
+    np.testing.assert_allclose(fast[1], torch_x.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("bad", [-1, 3, -100])  # -100: torch's ignore_index is not a class
+def test_plain_cross_entropy_leaves_bad_targets_to_the_general_paths_checks(compiled, bad):
+    x = ember.tensor(np.zeros((2, 3), np.float32), requires_grad=True)
+    target = ember.tensor([0, bad])
+    if bad == -100:  # ignored, so the loss is the other sample's
+        loss = ember.nn.functional.cross_entropy(x, target)
+        assert float(loss.array) == pytest.approx(np.log(3))
+        return
+    with pytest.raises(IndexError, match=f"target {bad} is out of bounds for 3 classes"):
+        ember.nn.functional.cross_entropy(x, target)
 
 
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (5, 3, 4, 4)])

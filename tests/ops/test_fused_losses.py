@@ -131,3 +131,34 @@ def test_cross_entropy_names_a_target_out_of_range(bad, size):
     target[1] = bad
     with pytest.raises(IndexError, match=f"target {bad} is out of bounds for 4 classes"):
         cross_entropy_run(np.zeros((size, 4)), target)
+
+
+NON_FINITE_ROWS = [[1.0, np.inf, 0.0], [np.inf, np.inf, 0.0], [-np.inf] * 3,
+                   [1.0, -np.inf, 0.0], [1.0, np.nan, 0.0], [np.inf, -np.inf, 1.0]]
+
+
+@pytest.mark.parametrize("row", NON_FINITE_ROWS)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "cross_entropy"])
+def test_rows_with_infinities_give_torchs_values_and_nans_quietly(row, name):
+    """torch shifts by the row maximum: a +inf makes the whole row NaN, all -inf gives
+    NaN; neither warns."""
+    import torch
+    a = np.array([row, [0.5, 1.0, 2.0]])
+    weights = np.arange(6.0).reshape(2, 3)
+
+    def run(lib, x, target):
+        f = getattr(lib.nn.functional, name)
+        if name == "cross_entropy":
+            return f(x, target, reduction="none")
+        return f(x, 1) * lib.tensor(weights, dtype=x.dtype)
+
+    x = ember.tensor(a, dtype=ember.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out = run(ember, x, ember.tensor([0, 2]))
+        out.sum().backward()
+    tx = torch.tensor(a, requires_grad=True)
+    tout = run(torch, tx, torch.tensor([0, 2]))
+    tout.sum().backward()
+    np.testing.assert_allclose(out.array, tout.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(x.grad.array, tx.grad.numpy(), rtol=1e-12, atol=1e-15)
