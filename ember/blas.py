@@ -34,7 +34,7 @@ from typing import Any
 
 from ember.backend import xp
 
-__all__ = ["matmul", "axpy", "set_num_threads", "get_num_threads", "one_thread",
+__all__ = ["matmul", "axpy", "column_sums", "set_num_threads", "get_num_threads", "one_thread",
            "MULTITHREAD_FLOPS"]
 
 MULTITHREAD_FLOPS = 1.2e7
@@ -182,6 +182,30 @@ def axpy(alpha: float, x: Any, y: Any) -> bool:
         if threads > 1:
             pool.set(threads)
     return True
+
+
+COLUMN_SUMS_MAX_ROWS = 4096
+"""``column_sums`` of taller matrices keeps NumPy's pairwise sum (its error grows slowest)."""
+_ones: dict = {}
+
+
+def column_sums(a: Any) -> Any:
+    """``a.sum(axis=0)`` of a 2-D float32 or float64 matrix, as ``ones @ a``: one BLAS
+    matrix-vector product (a Linear layer's bias gradient: the output gradient summed
+    over the batch).
+
+    Why: NumPy's column reduction costs 2-4x the product at batch sizes (200x256 floats:
+    7.8 against 2.7 µs; 64x100: 6.5 against 1.2). BLAS adds each column in its own
+    blocked order rather than NumPy's pairwise one; in float32 they differ by ~1e-7
+    relative at a batch of 200. Taller matrices, and other dtypes, take NumPy's sum.
+    """
+    rows = a.shape[0]
+    if rows > COLUMN_SUMS_MAX_ROWS or a.dtype.type not in (xp.float32, xp.float64):
+        return xp.add.reduce(a, axis=0)
+    ones = _ones.get(a.dtype)
+    if ones is None:
+        ones = _ones[a.dtype] = xp.ones(COLUMN_SUMS_MAX_ROWS, a.dtype)
+    return xp.dot(ones[:rows], a)
 
 
 def _threads_from_environment() -> None:

@@ -137,3 +137,23 @@ def test_one_thread_sets_one_and_restores_the_pool_even_on_error(two_threads):
     with pytest.raises(KeyError), blas.one_thread():
         raise KeyError("inside")
     assert blas.get_num_threads() == before
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("shape", [(200, 256), (1, 5), (0, 3), (64, 10), (5000, 3)])
+def test_column_sums_equal_numpys_sum_over_rows(dtype, rtol, shape):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(shape).astype(dtype)
+    got = blas.column_sums(a)
+    assert got.dtype == dtype and got.shape == (shape[1],)
+    exact = a.astype(np.float64).sum(axis=0)
+    np.testing.assert_allclose(got, exact, rtol=rtol, atol=rtol * np.sqrt(shape[0]))
+
+
+def test_column_sums_of_strided_and_half_matrices():
+    a = np.arange(24.0).reshape(4, 6)
+    np.testing.assert_array_equal(blas.column_sums(a[:, ::2]), a[:, ::2].sum(axis=0))
+    half = a.astype(np.float16)
+    got = blas.column_sums(half)  # NumPy's own sum: BLAS has no float16
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, half.sum(axis=0))

@@ -15,7 +15,7 @@ from typing import Any
 from ember import parallel
 from ember.autograd import FUNCTIONS, Function, register, unbroadcast
 from ember.backend import xp
-from ember.blas import matmul
+from ember.blas import column_sums, matmul
 from ember.ops import kernels
 from ember.ops.index import largest_unsigned
 from ember.ops.reduce import normalize_dims
@@ -93,7 +93,7 @@ class Linear(Function):
         gw = matmul(g2.T, x.reshape(-1, weight.shape[1])) if need[1] else None
         if len(need) == 2:
             return gx, gw
-        return gx, gw, (xp.add.reduce(g2, axis=0) if need[2] else None)
+        return gx, gw, (column_sums(g2) if need[2] else None)
 
     def to_onnx(self, g, inputs, output):
         if len(g.shape(inputs[0])) == 2:
