@@ -111,6 +111,9 @@ def map_rows(fn: Callable[..., Any], *arrays: Any, enabled: bool | None = None) 
 def rows(fn: Callable[..., Any], *arrays: Any, enabled: bool | None = None) -> None:
     """``fn(*arrays)``, run as ``fn(*[a[i:j] for a in arrays])`` on row blocks in parallel
     when the first array is big. ``fn``'s result is dropped: it must write in place."""
+    if arrays[0].nbytes < MIN_BYTES:  # most calls (an MLP's activations): straight through
+        fn(*arrays)
+        return
     map_rows(fn, *arrays, enabled=enabled)
 
 
