@@ -50,14 +50,14 @@ class SGD(Optimizer):
             g = grad.array if plain else self._grad(param, grad.array, weight_decay, maximize)
             if momentum != 0:
                 buf = self.state[p].get("momentum_buffer")
-                if buf is not None and kernels.flat_ready(param, g, buf.array):
-                    kernels.sgd_momentum_update(param, g, buf.array, momentum,
-                                                group["dampening"], lr, group["nesterov"])
+                if buf is not None and kernels.sgd_momentum_update(
+                        param, g, buf.array, momentum, group["dampening"], lr,
+                        group["nesterov"]):
                     continue  # buffer and parameter updated in one compiled pass
                 g = self._momentum(p, g, momentum, group["dampening"], group["nesterov"])
-            if kernels.flat_ready(param, g):  # NumPy's two passes' rounding, in one pass
-                kernels.sgd_update(param, g, lr)
-            elif not axpy(-lr, g, param):  # without kernels: BLAS's one pass (big arrays)
+            if kernels.sgd_update(param, g, lr):  # NumPy's two passes' rounding, in one pass
+                continue
+            if not axpy(-lr, g, param):  # without kernels: BLAS's one pass (big arrays)
                 xp.subtract(param, xp.multiply(g, lr, out=self._tmp(param, 1)), out=param)
 
     def _momentum(self, p: Any, g: Any, momentum: float, dampening: float,

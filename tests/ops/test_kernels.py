@@ -492,8 +492,8 @@ def test_optimizer_kernels_give_the_bits_of_the_numpy_updates(with_kernels, monk
 
 def test_optimizer_kernels_skip_strided_gradients_and_amsgrad(with_kernels, monkeypatch):
     monkeypatch.setattr(kernels, "adam_update", None)  # would raise if called
-    monkeypatch.setattr(kernels, "sgd_momentum_update", None)
-    monkeypatch.setattr(kernels, "sgd_update", None)
+    for name in ("sgd", "sgd_momentum"):  # the SGD wrappers check, then call these
+        monkeypatch.setattr(kernels._kernels, name, None)
     # (SGD with momentum steps along its own contiguous buffer: it may use sgd_update)
     for cls, kwargs in ((ember.optim.Adam, dict(amsgrad=True)), (ember.optim.SGD, {}),
                         (ember.optim.Adam, {})):
