@@ -13,6 +13,9 @@ flat arrays where NumPy makes one call per operation (sections 14-16), with NumP
 rounding, so the same bits (ReLU keeps torch's -0 where NumPy's maximum gives +0); so is
 a uint8 image batch's ToTensor + Normalize (section 16). The blocked convolution's small
 layers build their columns with the same im2col kernel, a block at a time (section 15).
+Cross-entropy's common case is one pass each way (section 20); its exponentials are the C
+library's, within an ulp of NumPy's vectorised ones, so it agrees with the NumPy path to
+rounding rather than bit for bit.
 
 Numba is an optional dependency (``pip install ember[fast]``). Without it, or
 with ``EMBER_NUMBA=0``, or after ``set_enabled(False)``, ``enabled()`` is False
