@@ -612,13 +612,10 @@ def adam_update(param: Any, g: Any, m: Any, v: Any, scalars: tuple) -> None:
 
 def sgd_update(param: Any, g: Any, lr: float) -> bool:
     """``param -= lr * g`` in place in one compiled pass (NumPy's rounding); False,
-    changing nothing, where the kernels cannot take the arrays (``flat_ready``'s rule,
-    checked here: an optimizer step makes this call for every parameter)."""
-    dtype = param.dtype
-    if g.dtype != dtype or not (param.flags.c_contiguous and g.flags.c_contiguous) or \
-            not enabled(dtype):
+    changing nothing, where the kernels cannot take the arrays (not ``flat_ready``)."""
+    if not flat_ready(param, g):
         return False
-    _kernels.sgd(param, g, dtype.type(lr))
+    _kernels.sgd(param, g, param.dtype.type(lr))
     return True
 
 
@@ -627,12 +624,9 @@ def sgd_momentum_update(param: Any, g: Any, buf: Any, momentum: float, dampening
     """``buf = momentum * buf + (1 - dampening) * g``, then ``param -= lr * (g + momentum
     * buf if nesterov else buf)``, in place in one compiled pass; False, changing nothing,
     where the kernels cannot take the arrays (as ``sgd_update``)."""
-    dtype = param.dtype
-    if g.dtype != dtype or buf.dtype != dtype or not (
-            param.flags.c_contiguous and g.flags.c_contiguous and buf.flags.c_contiguous) \
-            or not enabled(dtype):
+    if not flat_ready(param, g, buf):
         return False
-    real = dtype.type
+    real = param.dtype.type
     _kernels.sgd_momentum(param, g, buf, real(momentum), real(1 - dampening), real(lr),
                           nesterov)
     return True
