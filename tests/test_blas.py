@@ -141,7 +141,7 @@ def test_one_thread_sets_one_and_restores_the_pool_even_on_error(two_threads):
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])
 @pytest.mark.parametrize("shape", [(200, 256), (1, 5), (0, 3), (64, 10), (5000, 3)])
-def test_column_sums_equal_numpys_sum_over_rows(dtype, rtol, shape):
+def test_column_sums_equal_the_exact_sum_over_rows(dtype, rtol, shape):
     rng = np.random.default_rng(0)
     a = rng.standard_normal(shape).astype(dtype)
     got = blas.column_sums(a)
