@@ -18,7 +18,7 @@ from ember.backend import xp
 from ember.blas import column_sums, matmul
 from ember.ops import kernels
 from ember.ops.index import largest_unsigned
-from ember.ops.reduce import normalize_dims
+from ember.ops.reduce import log_softmax_array, normalize_dims
 from ember.tensor import Tensor
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -180,8 +180,8 @@ class CrossEntropy(Function):
             loss = self._forward_plain(x, target, ignore_index)
             if loss is not None:
                 return loss
-        with xp.errstate(invalid="ignore"):  # an infinite logit: NaN, as in torch, silently
-            logp = x - _logsumexp_rows(x)
+        # an infinite logit: NaN, as in torch, silently; no classes: nothing to normalise
+        logp = log_softmax_array(x, 1) if x.shape[1] else x.copy()
         self.save(logp)
         if target.dtype.kind == "f":
             per_sample = self._forward_probabilities(logp, target)
@@ -336,16 +336,6 @@ class CrossEntropy(Function):
             wvec = self.weight if self.weight is not None else 1.0
             grad -= (ls / classes) * (self.valid * scale)[:, None] * wvec
         return grad
-
-
-def _logsumexp_rows(x: Any) -> Any:
-    """Each row's logsumexp, shifted by the row maximum as torch's log-softmax is: a
-    +inf in a row makes its logsumexp (so the row's loss and gradient) NaN, as in torch;
-    a row of all -inf gives -inf."""
-    m = x.max(axis=1, keepdims=True) if x.shape[1] else xp.zeros((x.shape[0], 1), x.dtype)
-    m = xp.where(m == -xp.inf, 0, m)
-    with xp.errstate(divide="ignore", invalid="ignore"):
-        return xp.log(xp.exp(x - m).sum(axis=1, keepdims=True)) + m
 
 
 def cross_entropy(input: Tensor, target: Tensor, weight: Any = None,  # noqa: A002

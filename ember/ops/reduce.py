@@ -266,6 +266,14 @@ def _shifted(a, axis: int):
         return a - xp.where(m == -xp.inf, 0, m)
 
 
+def log_softmax_array(a, axis: int | None):
+    """``(a - m) - log(sum(exp(a - m)))`` along ``axis``, m the maximum (``_shifted``'s
+    rules for infinite rows); also cross-entropy's, on its (samples, classes) logits."""
+    z = _shifted(a, axis)
+    with xp.errstate(divide="ignore", invalid="ignore"):  # all -inf: NaN, as in torch
+        return z - xp.log(xp.exp(z).sum(axis=axis, keepdims=True))
+
+
 @register("log_softmax")
 class LogSoftmax(Function):
     """``x - logsumexp(x)``, computed as ``(x - m) - log(sum(exp(x - m)))`` so
@@ -273,9 +281,7 @@ class LogSoftmax(Function):
 
     def forward(self, a, dim=-1):
         (self.axis,) = normalize_dims(dim, a.ndim) or (None,)
-        z = _shifted(a, self.axis)
-        with xp.errstate(divide="ignore", invalid="ignore"):  # all -inf: NaN, as in torch
-            out = z - xp.log(xp.exp(z).sum(axis=self.axis, keepdims=True))
+        out = log_softmax_array(a, self.axis)
         self.save(out)
         return out
 
