@@ -278,6 +278,17 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
                 out = fn.forward(a.array)
             except (ValueError, IndexError) as err:
                 raise _with_shapes(err, cls, inputs) from None
+        elif n == 3 and cls.arity is None and not kwargs and not cls.promote and \
+                isinstance(args[0], Tensor) and isinstance(args[1], Tensor) and \
+                isinstance(args[2], Tensor):
+            # linear(x, weight, bias): three tensors (Parameters among them), no numbers
+            inputs, extra = args, False
+            a, b, c = args
+            needs = _NEEDS_3[a._requires_grad][b._requires_grad][c._requires_grad]
+            try:
+                out = fn.forward(a.array, b.array, c.array)
+            except (ValueError, IndexError) as err:
+                raise _with_shapes(err, cls, inputs) from None
         else:
             k = cls.arity
             if k is None or k == n:

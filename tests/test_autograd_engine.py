@@ -209,6 +209,32 @@ def test_the_two_tensor_fast_path_records_what_the_general_path_does():
     assert (b * b).grad_fn is None  # no input needs a gradient
 
 
+def test_the_three_tensor_fast_path_records_what_the_general_path_does():
+    """``linear(x, W, b)`` on three tensors (Parameters among them) skips apply's number
+    lifting: it records the three inputs and matches torch's values and gradients."""
+    import ember.nn.functional as F
+    rng = np.random.default_rng(4)
+    f64 = ember.float64
+    x = ember.tensor(rng.standard_normal((5, 3)), dtype=f64, requires_grad=True)
+    w = ember.nn.Parameter(ember.tensor(rng.standard_normal((2, 3)), dtype=f64))
+    b = ember.nn.Parameter(ember.tensor(rng.standard_normal(2), dtype=f64))
+    out = F.linear(x, w, b)
+    fn = out.grad_fn
+    assert fn.parents == (x, w, b) and fn.needs_input_grad == (True, True, True)
+    out.sum().backward()
+    twins = [torch.tensor(t.array, requires_grad=True) for t in (x, w, b)]
+    expected = torch.nn.functional.linear(*twins)
+    expected.sum().backward()
+    assert np.allclose(out.array, expected.detach().numpy(), rtol=1e-12, atol=1e-12)
+    for mine, theirs in zip((x, w, b), twins):
+        assert np.allclose(mine.grad.array, theirs.grad.numpy(), rtol=1e-12, atol=1e-12)
+    shapes = r"\(input shapes \(5, 4\) and \(2, 3\) and \(2,\)\)"
+    with pytest.raises(ValueError, match=r"Linear: .*" + shapes):
+        F.linear(ember.ones(5, 4, dtype=f64), w, b)
+    with ember.no_grad():
+        assert F.linear(x, w, b).grad_fn is None
+
+
 def test_the_two_tensor_fast_path_reports_anomalies_and_shapes():
     from ember.autograd import AnomalyError, detect_anomaly
     big = ember.tensor([3e38], requires_grad=True)

@@ -126,9 +126,9 @@ class Optimizer:
         """Forget the gradients: set ``.grad`` to None, or fill it with zeros in place."""
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None:
+                if p._grad is not None:  # the slot: the property costs a call per parameter
                     if set_to_none:
-                        p.grad = None
+                        p._grad = None
                     else:
                         p.grad.grad_fn = None
                         p.grad.array.fill(0)
@@ -148,7 +148,7 @@ class Optimizer:
             self._update_group(group)
         # updated in place: a pending backward must know (one record for the whole step)
         note_inplace(*[p.array for group in self.param_groups for p in group["params"]
-                       if p.grad is not None])
+                       if p._grad is not None])
         return loss
 
     def _update_group(self, group: dict[str, Any]) -> None:

@@ -43,7 +43,7 @@ class SGD(Optimizer):
         maximize = group["maximize"]
         plain = weight_decay == 0 and not maximize
         for p in group["params"]:
-            grad = p.grad
+            grad = p._grad  # the slot, not the property: once per parameter per step
             if grad is None:
                 continue
             param = p.array
