@@ -278,6 +278,15 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
                 out = fn.forward(a.array)
             except (ValueError, IndexError) as err:
                 raise _with_shapes(err, cls, inputs) from None
+        elif n > 1 and cls.arity == 1 and not kwargs and isinstance(args[0], Tensor):
+            # x.reshape(10, 784), one_hot(y, 10), x.to(dtype): one tensor, plain attributes
+            inputs, attrs, extra, n = args[:1], args[1:], True, 1
+            a = args[0]
+            needs = _NEEDS_1[a._requires_grad]
+            try:
+                out = fn.forward(a.array, *attrs)
+            except (ValueError, IndexError) as err:
+                raise _with_shapes(err, cls, inputs) from None
         elif n == 3 and cls.arity is None and not kwargs and not cls.promote and \
                 isinstance(args[0], Tensor) and isinstance(args[1], Tensor) and \
                 isinstance(args[2], Tensor):

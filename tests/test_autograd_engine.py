@@ -235,6 +235,22 @@ def test_the_three_tensor_fast_path_records_what_the_general_path_does():
         assert F.linear(x, w, b).grad_fn is None
 
 
+def test_the_one_tensor_with_attributes_path_records_what_the_general_path_does():
+    """``x.reshape(2, 6)`` (one tensor, then plain attributes) skips the number lifting;
+    the record keeps the input and the attributes, and errors name the op and shape."""
+    x = ember.tensor(np.arange(12.0), dtype=ember.float64, requires_grad=True)
+    out = x.reshape(2, 6)
+    fn = out.grad_fn
+    assert fn.parents == (x,) and fn.needs_input_grad == (True,)
+    assert fn.attrs == ((2, 6), {})
+    (out * ember.tensor(np.arange(12.0).reshape(2, 6), dtype=ember.float64)).sum().backward()
+    assert np.array_equal(x.grad.array, np.arange(12.0))
+    hot = ember.nn.functional.one_hot(ember.tensor([2, 0]), 3)  # an integer input: no record
+    assert hot.grad_fn is None and hot.tolist() == [[0, 0, 1], [1, 0, 0]]
+    with pytest.raises(ValueError, match=r"Reshape: .*\(input shapes \(12,\)\)"):
+        x.reshape(5, 5)
+
+
 def test_the_two_tensor_fast_path_reports_anomalies_and_shapes():
     from ember.autograd import AnomalyError, detect_anomaly
     big = ember.tensor([3e38], requires_grad=True)
