@@ -92,7 +92,7 @@ class Sequential(Module):
         return self
 
     def forward(self, input: Any) -> Any:  # noqa: A002
-        for module in self:
+        for module in self._modules.values():  # = iter(self), without its call per forward
             input = module(input)  # noqa: A001
         return input
 
