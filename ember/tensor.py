@@ -486,7 +486,6 @@ def _run_backward(root: Tensor, seed: Any, retain_graph: bool) -> None:
 
 
 ndarray = xp.ndarray
-_new_tensor = object.__new__
 
 
 _FREE_MIN_BYTES = 1 << 16  # smaller inputs cost more to swap than they hold
@@ -561,10 +560,7 @@ def _accumulate(node: Tensor, grad: Any, handed_out: set[int]) -> None:
     if grad.base is not None or id(grad) in handed_out or not grad.flags.writeable:
         grad = grad.copy()
     handed_out.add(id(grad))
-    holder = _new_tensor(Tensor)  # = Tensor._make(grad, False, None), without its call
-    holder.array, holder._requires_grad, holder._grad, holder.grad_fn = grad, False, None, None
-    holder._retains_grad = False
-    node._grad = holder
+    node._grad = Tensor._make(grad, False, None)
 
 
 # ---------------------------------------------------------------- indexing helper

@@ -556,8 +556,9 @@ def flat_ready(*arrays: Any) -> bool:
     """Whether the one-pass kernels below can take these arrays: kernels on, one float32
     or float64 dtype, and C-contiguous (so each is one flat run)."""
     dtype = arrays[0].dtype
+    # the usual answer without calling enabled(): optimizers ask once per parameter
     if not (_kernels and _wanted and dtype in _DTYPES) and not enabled(dtype):
-        return False  # (the test before ``enabled``: its call, once per parameter, showed)
+        return False
     for a in arrays:  # a loop, not all(...): an optimizer asks this for every parameter
         if a.dtype != dtype or not a.flags.c_contiguous:
             return False

@@ -130,8 +130,8 @@ class Optimizer:
                     if set_to_none:
                         p._grad = None
                     else:
-                        p.grad.grad_fn = None
-                        p.grad.array.fill(0)
+                        p._grad.grad_fn = None
+                        p._grad.array.fill(0)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; returns ``closure()``'s loss.
