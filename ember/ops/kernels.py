@@ -45,9 +45,6 @@ __all__ = ["enabled", "set_enabled", "im2col", "block_im2col", "col2im_into", "m
 
 _wanted = os.environ.get("EMBER_NUMBA", "1") != "0"
 _DTYPES = (xp.dtype(xp.float32), xp.dtype(xp.float64))
-# 1 in each kernel dtype, made once: a NumPy scalar made per call costs ~0.4 µs with Numba's
-# dispatch on it, a fifth of a small kernel call (a Python 1 would make Numba use float64)
-_ONES = {dtype: dtype.type(1) for dtype in _DTYPES}
 _kernels: Any = None  # the compiled functions, made on first use (importing numba: ~0.3 s)
 
 
@@ -593,7 +590,7 @@ def sigmoid(a: Any) -> Any:
     than NumPy's four passes up to ~1400 elements, ~3x slower on big arrays, so
     ``Sigmoid`` calls it on small ones only (docs/performance.md, section 22)."""
     out = xp.empty_like(a)
-    _kernels.sigmoid(a, out, _ONES[a.dtype])
+    _kernels.sigmoid(a, out, _in_dtype(a.dtype, 1)[0])
     return out
 
 
@@ -609,8 +606,9 @@ def tanh_grad_into(grad: Any, g: Any, out: Any) -> None:
 
 def _output_grad_into(kernel: Any, grad: Any, g: Any, out: Any) -> None:
     """Run an activation-gradient kernel written in terms of the op's output, with 1 in
-    the arrays' dtype, on row blocks of big arrays in parallel."""
-    one = _ONES[out.dtype]
+    the arrays' dtype (a Python 1 would make Numba compute in float64), on row blocks of
+    big arrays in parallel."""
+    one = _in_dtype(out.dtype, 1)[0]
     if grad.nbytes < parallel.MIN_BYTES:  # most calls: no closure, no thread split
         kernel(g, out, grad, one)
     else:
@@ -660,7 +658,7 @@ def sgd_momentum_update(param: Any, g: Any, buf: Any, momentum: float, dampening
 @functools.lru_cache(maxsize=256)
 def _in_dtype(dtype: Any, *values: float) -> tuple:
     """``values`` as NumPy scalars of ``dtype`` (rounded as NumPy rounds a Python float
-    in an operation with such arrays), made once per step's hyper-parameters rather than
-    per parameter: a scalar made per call costs ~0.35 µs more in a small kernel call, its
-    making and Numba's dispatch on a new object (a 784-100-10 MLP's step calls 4)."""
+    in an operation with such arrays), made once per value rather than per call: a scalar
+    made per call costs ~0.35 µs more in a small kernel call, its making and Numba's
+    dispatch on a new object (a 784-100-10 MLP's step makes ~10 such calls)."""
     return tuple(dtype.type(v) for v in values)
