@@ -152,6 +152,14 @@ def class_targets(target: Any, shape: tuple, ignore_index: int) -> tuple:
     return flat, valid, xp.where(valid, flat, 0)
 
 
+_XENT_KERNEL_SIZE, _XENT_KERNEL_CLASSES = 4096, 16
+"""``kernels.cross_entropy_rows`` (one call; scalar C exponentials) runs for up to this
+many logits, or for rows of up to this many classes at any size; otherwise NumPy's
+vectorised passes win (16 x 512: 54 vs 41 µs; 512 x 1000: 2.6 vs 0.66 ms), while on short
+rows their per-row reductions lose (4096 x 10: 432 vs 242 µs; docs/performance.md,
+section 23)."""
+
+
 @register("cross_entropy", method=False)
 class CrossEntropy(Function):
     """Cross-entropy of logits against class indices or class probabilities, fused.
@@ -200,7 +208,8 @@ class CrossEntropy(Function):
         if x.size == 0 or target.shape != (x.shape[0],) or target.dtype != xp.int64 or \
                 0 <= ignore_index < self.classes:  # a class to ignore: the general path
             return None
-        if kernels.flat_ready(x):  # the passes below in one compiled loop, checks included
+        if (x.size <= _XENT_KERNEL_SIZE or self.classes <= _XENT_KERNEL_CLASSES) and \
+                kernels.flat_ready(x):  # the passes below in one compiled loop
             found = kernels.cross_entropy_rows(x, target)
             if found is None:
                 return None

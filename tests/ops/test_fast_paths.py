@@ -97,6 +97,43 @@ def test_plain_cross_entropy_equals_the_general_path(monkeypatch, compiled, redu
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_logits_take_numpys_passes_not_the_kernel(monkeypatch, dtype):
+    """The compiled kernel's exponentials are scalar calls: for many logits in long rows
+    NumPy's vectorised passes run instead, giving their own bits; both match torch."""
+    from ember.ops import kernels
+    from ember.ops.nn import _XENT_KERNEL_CLASSES, _XENT_KERNEL_SIZE
+    if not kernels.enabled():
+        pytest.skip("Numba is not installed")
+    calls = []
+    real = kernels.cross_entropy_rows
+    monkeypatch.setattr(kernels, "cross_entropy_rows",
+                        lambda x, t: calls.append(x.size) or real(x, t))
+    rng = np.random.default_rng(4)
+    size, short = _XENT_KERNEL_SIZE, _XENT_KERNEL_CLASSES
+    cases = {(16, 512): False, (size // 64 + 1, 64): False, (size // 64, 64): True,
+             (size // short + 1, short): True, (64, 10): True}  # -> the kernel runs
+    for (rows, classes), kernel in cases.items():
+        logits = (rng.standard_normal((rows, classes)) * 3).astype(dtype)
+        target = rng.integers(0, classes, rows)
+        calls.clear()
+        fast = cross_entropy_and_grad(logits, target, "mean")
+        assert calls == ([logits.size] if kernel else [])
+        kernels.set_enabled(False)
+        try:
+            numpy_passes = cross_entropy_and_grad(logits, target, "mean")
+        finally:
+            kernels.set_enabled(True)
+        if not calls:  # NumPy's passes either way: the same bits
+            assert all(a.tobytes() == b.tobytes() for a, b in zip(fast, numpy_passes))
+        x = torch.tensor(logits, requires_grad=True)
+        expected = torch.nn.functional.cross_entropy(x, torch.tensor(target))
+        expected.backward()
+        rtol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(fast[0], expected.detach().numpy(), rtol=rtol)
+        np.testing.assert_allclose(fast[1], x.grad.numpy(), rtol=rtol, atol=rtol * 1e-3)
+
+
 @pytest.mark.parametrize("logits, target, kwargs", [
     ([[1.0, 2.0, 0.5], [0.0, 1.0, 2.0]], [1, -100], {}),           # an ignored target
     ([[1.0, 2.0, 0.5], [0.0, 1.0, 2.0]], [1, 2], {"label_smoothing": 0.1}),
