@@ -175,6 +175,8 @@ _G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 def _winograd_weights(weight: Any) -> Any:
     """G w G^T of a (C_out, c, 3, 3) kernel as 16 (C_out, c) matrices."""
     g = xp.asarray(_G, weight.dtype)  # its 0.5 entries are exact: no rounding here
+    if kernels.flat_ready(weight):  # the Winograd path runs with the kernels anyway
+        return kernels.winograd_weights(weight, g)
     u = xp.matmul(xp.matmul(g, weight), g.T)  # (C_out, c, 4, 4)
     return xp.ascontiguousarray(u.transpose(2, 3, 0, 1)).reshape(16, *weight.shape[:2])
 

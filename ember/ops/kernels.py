@@ -41,7 +41,7 @@ __all__ = ["enabled", "set_enabled", "im2col", "block_im2col", "col2im_into", "m
            "sigmoid_grad_into", "tanh_grad_into", "flat_ready", "adam_scalars", "adam_update",
            "sgd_update", "sgd_momentum_update", "cross_entropy_rows", "cross_entropy_grad",
            "unit_normalize", "normalize_table", "winograd_input",
-           "winograd_output"]
+           "winograd_output", "winograd_weights"]
 
 _wanted = os.environ.get("EMBER_NUMBA", "1") != "0"
 _DTYPES = (xp.dtype(xp.float32), xp.dtype(xp.float64))
@@ -343,6 +343,24 @@ def _compile() -> Any:
                             v2[t], v3[t] = q2[tx] - q1[tx], q1[tx] - q3[tx]
 
     @flat
+    def winograd_weights_kernel(w, g, out):
+        # out[4i+j, k, c] = (G w[k, c] G^T)[i, j] for (K, C, 3, 3) weights, each sum taken
+        # in a matrix product's order (G's entries 0, +-1/2, 1 make every product exact,
+        # so the bits are those of NumPy's two products; -0 sums may come out as -0)
+        k_, c_ = w.shape[0], w.shape[1]
+        t = xp.empty((4, 3), w.dtype)
+        for k in range(k_):
+            for c in range(c_):
+                f = w[u(k), u(c)]
+                for i in range(4):
+                    for b in range(3):
+                        t[i, b] = g[i, 0] * f[0, b] + g[i, 1] * f[1, b] + g[i, 2] * f[2, b]
+                for i in range(4):
+                    for j in range(4):
+                        out[u(4 * i + j), u(k), u(c)] = \
+                            t[i, 0] * g[j, 0] + t[i, 1] * g[j, 1] + t[i, 2] * g[j, 2]
+
+    @flat
     def winograd_output_kernel(m, shift, out):
         # out[n, k] tile t = A^T M A + shift[k], M[i, j] = m[4i+j, k, n, t], with
         # A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
@@ -372,6 +390,7 @@ def _compile() -> Any:
 
     return SimpleNamespace(
         winograd_input=winograd_input_kernel, winograd_output=winograd_output_kernel,
+        winograd_weights=winograd_weights_kernel,
         unit_normalize=unit_normalize_kernel, relu=relu_kernel,
         sigmoid=sigmoid_kernel, sigmoid_grad=sigmoid_grad_kernel, tanh_grad=tanh_grad_kernel,
         relu_grad=relu_grad_kernel,
@@ -416,6 +435,15 @@ def im2col(img: Any, cols: Any, win: Any) -> None:
         kernel(img_part, cols_part.reshape(len(cols_part), c, kh, kw, oh, ow),
                win.sh, win.sw, win.dh, win.dw, False)
     parallel.rows(run, _as_rows(cols), img)
+
+
+def winograd_weights(weight: Any, g: Any) -> Any:
+    """Winograd F(2x2, 3x3) kernel transform ``G w G^T`` of (K, C, 3, 3) weights by the
+    (4, 3) ``g``, as 16 (K, C) matrices: one compiled pass, where NumPy's stacked 4x3 and
+    4x4 products cost ~1.5 ms for 96 x 96 channels (docs/performance.md, section 23)."""
+    out = xp.empty((16,) + weight.shape[:2], weight.dtype)
+    _kernels.winograd_weights(weight, g, out)
+    return out
 
 
 def winograd_input(img: Any, v: Any) -> None:

@@ -735,6 +735,29 @@ def test_winograd_float32_is_as_close_to_torch_as_the_direct_path(monkeypatch):
     assert not np.array_equal(winograd, direct)  # the two paths really differ
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_weight_transform_kernel_equals_numpys_products(monkeypatch, dtype):
+    """The compiled G w G^T gives the values of NumPy's two stacked products (NaN where
+    they give NaN: 0 * inf), and the Winograd path really uses it."""
+    from ember.ops import conv_blocked, kernels
+    if not kernels.enabled():
+        pytest.skip("the Winograd transforms need Numba")
+    rng = np.random.default_rng(15)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(dtype)
+    w[0, 0, 0, :] = [0.0, -0.0, np.finfo(dtype).tiny / 4]  # zeros and a denormal
+    w[0, 1, 1, 1], w[0, 2, 2, 0], w[0, 3, 0, 2] = np.inf, -np.inf, np.nan
+    g = np.asarray(conv_blocked._G, dtype)
+    expected = np.matmul(np.matmul(g, w), g.T).transpose(2, 3, 0, 1).reshape(16, 7, 5)
+    calls = []
+    real = kernels.winograd_weights
+    monkeypatch.setattr(kernels, "winograd_weights", lambda *a: calls.append(1) or real(*a))
+    with np.errstate(invalid="ignore"):
+        got = conv_blocked._winograd_weights(w)
+    assert calls and got.dtype == dtype and got.shape == (16, 7, 5)
+    np.testing.assert_array_equal(got, expected)  # NaN where expected has NaN
+    assert np.isnan(got).any() and np.isinf(got).any()
+
+
 @pytest.mark.parametrize("shape, kwargs, expected", [
     ((2, 4, 8, 8), dict(padding=1), True),
     ((2, 4, 8, 6), dict(padding=1), True),
