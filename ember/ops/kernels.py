@@ -13,9 +13,10 @@ flat arrays where NumPy makes one call per operation (sections 14-16), with NumP
 rounding, so the same bits (ReLU keeps torch's -0 where NumPy's maximum gives +0); so is
 a uint8 image batch's ToTensor + Normalize (section 16). The blocked convolution's small
 layers build their columns with the same im2col kernel, a block at a time (section 15).
-Cross-entropy's common case is one pass each way (section 20); its exponentials are the C
-library's, within an ulp of NumPy's vectorised ones, so it agrees with the NumPy path to
-rounding rather than bit for bit.
+Cross-entropy's common case, for small or short-row logits, is one pass each way (sections
+20 and 23); its exponentials are the C library's, within an ulp of NumPy's vectorised ones,
+so it agrees with the NumPy path to rounding rather than bit for bit. The Winograd
+convolution's input, output and kernel transforms are kernels too (sections 16 and 23).
 
 Numba is an optional dependency (``pip install ember[fast]``). Without it, or
 with ``EMBER_NUMBA=0``, or after ``set_enabled(False)``, ``enabled()`` is False
@@ -346,7 +347,7 @@ def _compile() -> Any:
     def winograd_weights_kernel(w, g, out):
         # out[4i+j, k, c] = (G w[k, c] G^T)[i, j] for (K, C, 3, 3) weights, each sum taken
         # in a matrix product's order (G's entries 0, +-1/2, 1 make every product exact,
-        # so the bits are those of NumPy's two products; -0 sums may come out as -0)
+        # so the values are those of NumPy's two products; a zero's sign may differ)
         k_, c_ = w.shape[0], w.shape[1]
         t = xp.empty((4, 3), w.dtype)
         for k in range(k_):
