@@ -139,7 +139,9 @@ def forward(x: Any, weight: Any, win: Any, bias: Any = None) -> Any:
     """``conv2d`` of an (n, c, h, w) input, padded as ``win`` says, by a (C_out, c*kh*kw)
     weight matrix, plus an optional (C_out,) bias: (n, C_out, oh, ow)."""
     if winograd(win, x.dtype):
-        return _winograd_forward(x, weight, win, bias)
+        out = _winograd_forward(x, weight, win, bias)
+        if out is not None:
+            return out
     c_out, is_narrow = weight.shape[0], narrow(win, x.dtype)
     out = xp.empty((win.n, c_out, win.oh, win.ow), x.dtype)
     width = win.ow if is_narrow else win.wq  # matrix columns per output row
@@ -184,13 +186,18 @@ def _winograd_weights(weight: Any) -> Any:
 def _winograd_forward(x: Any, weight: Any, win: Any, bias: Any) -> Any:
     """``forward`` as Winograd F(2x2, 3x3), a block of samples at a time: pad the block,
     transform its tiles (``kernels.winograd_input``), 16 products with the transformed
-    kernel, transform back into the output (``kernels.winograd_output``, adding the bias)."""
+    kernel, transform back into the output (``kernels.winograd_output``, adding the bias).
+
+    None if any output is NaN: the transforms subtract neighbours, so an infinite input
+    or weight gives inf - inf = NaN where the direct sum (and torch) gives +-inf; the
+    caller then computes the direct way. (A NaN input takes that detour too: rare.)"""
     c, c_out = win.c, weight.shape[0]
     u = _winograd_weights(weight.reshape(c_out, c, 3, 3))
     out = xp.empty((win.n, c_out, win.oh, win.ow), x.dtype)
     tiles = (win.oh // 2) * (win.ow // 2)
     per_block = max(1, WINOGRAD_BLOCK_BYTES // (16 * c * tiles * x.itemsize))
     shift = bias if bias is not None else xp.zeros(c_out, x.dtype)
+    nan_blocks = []
 
     def run(starts: Any) -> None:
         size = min(per_block, win.n)
@@ -204,10 +211,12 @@ def _winograd_forward(x: Any, weight: Any, win: Any, bias: Any) -> Any:
             kernels.winograd_input(padded.image[:count], v)
             m = m_buf[:16 * c_out * count * tiles].reshape(16, c_out, count * tiles)
             xp.matmul(u, v.reshape(16, c, count * tiles), out=m)
-            kernels.winograd_output(m.reshape(16, c_out, count, tiles), shift,
-                                    out[start:start + count])
+            block = out[start:start + count]
+            kernels.winograd_output(m.reshape(16, c_out, count, tiles), shift, block)
+            if xp.isnan(block).any():  # ~5% of the output transform's time
+                nan_blocks.append(start)
     on_blocks(run, win.n, per_block)
-    return out
+    return None if nan_blocks else out
 
 
 def _product_into(weight: Any, block: Any, out: Any, column: Any) -> None:

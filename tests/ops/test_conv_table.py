@@ -758,6 +758,47 @@ def test_winograd_weight_transform_kernel_equals_numpys_products(monkeypatch, dt
     assert np.isnan(got).any() and np.isinf(got).any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", ["inf input", "nan input", "inf weight"])
+def test_winograd_with_non_finite_values_gives_torchs_inf_and_nan(monkeypatch, dtype, bad):
+    """Winograd's transforms subtract neighbours, so an infinite input gave inf - inf = NaN
+    where the direct sum gives +-inf: such a layer is recomputed the direct way, and every
+    inf, NaN and finite value is torch's (float64, whose convolution is im2col + GEMM
+    too: an infinite weight times the zero padding is NaN there as well)."""
+    from ember.ops import conv, conv_blocked, kernels
+    if not kernels.enabled():
+        pytest.skip("the Winograd transforms need Numba")
+    use_layout(monkeypatch, "narrow")
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    monkeypatch.setattr(conv_blocked, "WINOGRAD_BLOCK_BYTES", 16 * 6 * 16 * 8)  # 1-2 samples
+    taken = []
+    real = conv_blocked._winograd_forward
+    monkeypatch.setattr(conv_blocked, "_winograd_forward", lambda *a: taken.append(1) or real(*a))
+    rng = np.random.default_rng(16)
+    x, w = rng.standard_normal((4, 6, 8, 8)), rng.standard_normal((5, 6, 3, 3))
+    if bad == "inf input":
+        x[0, 1, 3, 3], x[2, 4, 0, 7], x[3, 0, 5, 2] = np.inf, -np.inf, np.inf
+    elif bad == "nan input":
+        x[1, 2, 4, 4] = np.nan
+    else:
+        w[2, 3, 0, 1] = np.inf
+    x, w = x.astype(dtype), w.astype(dtype)
+    kind = ember.float32 if dtype == np.float32 else ember.float64
+    with np.errstate(invalid="ignore"):
+        got = F.conv2d(ember.tensor(x, dtype=kind), ember.tensor(w, dtype=kind), padding=1)
+    got = got.array
+    expected = TF.conv2d(torch.tensor(x, dtype=torch.float64),
+                         torch.tensor(w, dtype=torch.float64), padding=1).numpy()
+    assert taken and got.dtype == dtype
+    assert np.isinf(expected).any() or np.isnan(expected).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(expected))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("shape, kwargs, expected", [
     ((2, 4, 8, 8), dict(padding=1), True),
     ((2, 4, 8, 6), dict(padding=1), True),
