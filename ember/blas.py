@@ -10,7 +10,8 @@ time slice. Measured on a loaded 2-core machine, an MLP epoch ran 5-25x slower
 with two BLAS threads than with one (docs/performance.md). So ``matmul`` keeps a
 product on one thread unless one thread would need about 0.12 ms for it
 (``MULTITHREAD_FLOPS``); bigger products (wide layers, convolutions as GEMMs) use
-every thread the pool has. (The cut was 1e8 FLOPs until session 6; at 2e7 a
+every thread the pool has, as independent blocks of the output, one per thread (see
+``_in_blocks``). (The cut was 1e8 FLOPs until session 6; at 2e7 a
 784-256-... MLP at batch 200 ran 15% faster, at 1.2e7 (its 200x256 @ 256x128
 products, 13 MFLOP, on two threads) another 7-12%, and at 1e7 a 784-100-... MLP at
 batch 64 ran 20% slower: its 10 MFLOP products lose to the hand-off.)
@@ -49,10 +50,13 @@ _pool: Any = _UNSET
 
 class _OpenBLASPool:
     """The ``openblas_{get,set}_num_threads`` entry points of NumPy's OpenBLAS, and its
-    ``cblas_{s,d}axpy`` kernels (by dtype; absent when the library lacks them)."""
+    ``cblas_{s,d}axpy`` and ``cblas_{s,d}gemm_batch`` kernels (by dtype; absent when the
+    library lacks them: older OpenBLAS builds have no ``gemm_batch``)."""
 
-    def __init__(self, get: Any, set_: Any, axpy: dict | None = None) -> None:
+    def __init__(self, get: Any, set_: Any, axpy: dict | None = None,
+                 gemm_batch: dict | None = None) -> None:
         self.get, self.set, self.axpy = get, set_, axpy or {}
+        self.gemm_batch = gemm_batch or {}
 
 
 def _find_pool() -> _OpenBLASPool | None:
@@ -69,8 +73,14 @@ def _find_pool() -> _OpenBLASPool | None:
                 get = getattr(lib.dynlib, f"{prefix}openblas_get_num_threads{suffix}", None)
                 set_ = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
                 if get is not None and set_ is not None:
-                    return _OpenBLASPool(get, set_, _axpy_kernels(lib.dynlib, prefix, suffix))
+                    return _OpenBLASPool(get, set_, _axpy_kernels(lib.dynlib, prefix, suffix),
+                                         _gemm_batch_kernels(lib.dynlib, prefix, suffix))
     return None
+
+
+def _blas_name(prefix: str, routine: str, suffix: str) -> str:
+    """An exported CBLAS name: ``scipy_cblas_saxpy64_`` in SciPy's ILP64 build."""
+    return f"{prefix}cblas_{routine}{suffix.rstrip('_')}" + ("_" if suffix else "")
 
 
 def _axpy_kernels(dynlib: Any, prefix: str, suffix: str) -> dict:
@@ -81,12 +91,25 @@ def _axpy_kernels(dynlib: Any, prefix: str, suffix: str) -> dict:
     kernels = {}
     for dtype, letter, real in ((xp.float32, "s", ctypes.c_float),
                                 (xp.float64, "d", ctypes.c_double)):
-        name = f"{prefix}cblas_{letter}axpy{suffix.rstrip('_')}" + ("_" if suffix else "")
-        found = getattr(dynlib, name, None)
+        found = getattr(dynlib, _blas_name(prefix, f"{letter}axpy", suffix), None)
         if found is not None:
             pointer = ctypes.POINTER(real)
             signature = ctypes.CFUNCTYPE(None, integer, real, pointer, integer, pointer, integer)
             kernels[xp.dtype(dtype)] = (ctypes.cast(found, signature), real)
+    return kernels
+
+
+def _gemm_batch_kernels(dynlib: Any, prefix: str, suffix: str) -> dict:
+    """``{dtype: (cblas_?gemm_batch, NumPy type of its integer arguments)}``. Every
+    argument but the layout and the group count is an array, passed by address."""
+    integer, np_integer = (ctypes.c_int64, xp.int64) if suffix else (ctypes.c_int, xp.int32)
+    signature = ctypes.CFUNCTYPE(None, ctypes.c_int, *[ctypes.c_void_p] * 13, integer,
+                                 ctypes.c_void_p)
+    kernels = {}
+    for dtype, letter in ((xp.float32, "s"), (xp.float64, "d")):
+        found = getattr(dynlib, _blas_name(prefix, f"{letter}gemm_batch", suffix), None)
+        if found is not None:
+            kernels[xp.dtype(dtype)] = (ctypes.cast(found, signature), np_integer)
     return kernels
 
 
@@ -119,7 +142,9 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     """``a @ b`` (into ``out`` if given), on one BLAS thread unless the product is
     big enough to share."""
     mnk = (a.shape[-2] if a.ndim > 1 else 1) * a.shape[-1] * b.shape[-1]
-    if mnk < _OPENBLAS_SINGLE_MNK or mnk >= _MULTITHREAD_MNK:
+    if mnk >= _MULTITHREAD_MNK:
+        return _in_blocks(a, b, out)
+    if mnk < _OPENBLAS_SINGLE_MNK:
         return _np_matmul(a, b, out=out)
     pool = _pool if _pool is not _UNSET else _blas_pool()
     threads = pool.get() if pool is not None else 1
@@ -130,6 +155,133 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
         return _np_matmul(a, b, out=out)
     finally:
         pool.set(threads)
+
+
+SPLIT = True
+"""Big products as independent blocks, one per thread (``_in_blocks``); tests and the
+benchmarks' probes switch it off to compare with OpenBLAS's own split."""
+_BLOCK_MIN_MNK = 100 ** 3
+"""A block must have more multiply-adds (M*N*K) than this. Up to it OpenBLAS's ``gemm_batch``
+takes its small-matrix path, which in DYNAMIC_ARCH builds (NumPy's) calls a kernel
+table's offset instead of the kernel: a segmentation fault (OpenBLAS 0.3.31's
+interface/gemm_batch.c reads the table where its other entry points use
+``SMALL_KERNEL_ADDR``)."""
+_NO_TRANS, _TRANS, _ROW_MAJOR = 111, 112, 101  # CBLAS enums
+_batch_plans: dict = {}
+
+
+def _in_blocks(a: Any, b: Any, out: Any) -> Any:
+    """``a @ b`` as one independent product per thread, each on a block of the output's
+    rows or columns (OpenBLAS's ``gemm_batch`` runs them side by side, one thread each).
+
+    Why: OpenBLAS's own split has its threads share the packed blocks of one operand
+    and wait on each other, and on this machine that sharing is at times slow (the two
+    vCPUs' caches far apart, it seems): for seconds at a time a 512x512 product on two
+    threads ran at ~140 GFLOP/s where two independent halves ran at ~190, their speed in
+    the good stretches (docs/performance.md, section 24). Each block packs its operands
+    itself, which in the good stretches costs about what sharing saves. The blocks
+    depend only on the shapes and the thread count, so results are as reproducible as
+    before. Anything else (1-D or stacked operands, strided ones, other dtypes, one
+    thread, a BLAS without ``gemm_batch``) is NumPy's product.
+    """
+    plan = _batch_plan(a, b, out) if SPLIT else None
+    if plan is None:
+        return _np_matmul(a, b, out=out)
+    kernel, (a_offsets, b_offsets, c_offsets), (t, tb, m, n, k, one, lda, ldb, zero, ldc,
+                                                 sizes), _keep = plan
+    if out is None:
+        out = xp.empty((a.shape[0], b.shape[1]), a.dtype)
+    pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
+    pointers = xp.array([pa + o for o in a_offsets] + [pb + o for o in b_offsets] +
+                        [pc + o for o in c_offsets], xp.uintp)
+    p, count = pointers.ctypes.data, len(a_offsets)
+    w = count * pointers.itemsize
+    kernel(_ROW_MAJOR, t, tb, m, n, k, one, p, lda, p + w, ldb, zero, p + 2 * w, ldc, count,
+           sizes)  # each block a group of one product
+    return out
+
+
+_ALPHA_BETA = {xp.dtype(t): xp.array([1] * 8 + [0] * 8, t) for t in (xp.float32, xp.float64)}
+
+
+def _batch_plan(a: Any, b: Any, out: Any) -> Any:
+    """What ``_in_blocks`` passes for these operands (cached by shape and layout), or
+    None where NumPy's product must run."""
+    pool = _pool if _pool is not _UNSET else _blas_pool()
+    if pool is None or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype:
+        return None
+    found = pool.gemm_batch.get(a.dtype)
+    layout_a, layout_b = _layout(a), _layout(b)
+    if found is None or layout_a is None or layout_b is None or a.shape[1] != b.shape[0]:
+        return None  # a mismatch is NumPy's error to report
+    (m, k), n = a.shape, b.shape[1]
+    if out is not None and (out.shape != (m, n) or out.dtype != a.dtype or
+                            not out.flags.c_contiguous or not out.flags.writeable or
+                            xp.may_share_memory(out, a) or xp.may_share_memory(out, b)):
+        return None  # NumPy's product copies what overlaps; BLAS would read what it wrote
+    threads = int(pool.get())
+    key = (m, n, k, layout_a, layout_b, a.dtype, threads)
+    plan = _batch_plans.get(key)
+    if plan is None:
+        if len(_batch_plans) > 1024:  # e.g. many batch sizes: forget, rather than grow
+            _batch_plans.clear()
+        plan = _batch_plans[key] = _make_plan(found, m, n, k, layout_a, layout_b, a.dtype,
+                                              threads)
+    return plan or None
+
+
+def _make_plan(found: Any, m: int, n: int, k: int, layout_a: tuple, layout_b: tuple,
+               dtype: Any, threads: int) -> Any:
+    """Blocks as even as can be, as many as threads, each above ``_BLOCK_MIN_MNK``: of
+    columns when ``b`` is a transposed matrix (a Linear layer's ``x @ W.T``: each block
+    then packs ``x`` again, cheaper than ``W.T``), else of rows (a block of the output
+    is then one piece of memory). False if fewer than two blocks would do."""
+    (ta, lda), (tb, ldb) = layout_a, layout_b
+    by_columns = tb == _TRANS and n >= 2 * 16
+    size, other = (n, m * k) if by_columns else (m, n * k)
+    unit = 16 if by_columns else 1  # column blocks start on 64-byte steps of a row
+    units = -(-size // unit)
+    for count in range(min(threads, units, 8), 1, -1):  # _ALPHA_BETA holds 8 of each
+        sizes = [min(size, units * (i + 1) // count * unit) - units * i // count * unit
+                 for i in range(count)]
+        if min(sizes) * other > _BLOCK_MIN_MNK:
+            break
+    else:
+        return False
+    kernel, integer = found
+    itemsize = dtype.itemsize
+    starts = [sum(sizes[:i]) for i in range(count)]
+    if by_columns:
+        step_b = 1 if tb == _NO_TRANS else ldb  # elements from one column of op(b) to the next
+        ms, ns = [m] * count, sizes
+        offsets = ([0] * count, [j * step_b * itemsize for j in starts],
+                   [j * itemsize for j in starts])
+    else:
+        step_a = lda if ta == _NO_TRANS else 1  # elements from one row of op(a) to the next
+        ms, ns = sizes, [n] * count
+        offsets = ([r * step_a * itemsize for r in starts], [0] * count,
+                   [r * n * itemsize for r in starts])
+    # M, N, K, lda, ldb, ldc and the group sizes (1), each an array over the blocks, and
+    # their addresses: every argument of gemm_batch but the layout and count is an array
+    ints = xp.array(ms + ns + [k] * count + [lda] * count + [ldb] * count + [n] * count +
+                    [1] * count, integer)
+    flags = xp.array([ta] * count + [tb] * count, xp.int32)  # CBLAS_TRANSPOSE is a C int
+    scale = _ALPHA_BETA[dtype]
+    i, f, t, one = ints.ctypes.data, ints.itemsize * count, flags.ctypes.data, \
+        scale.ctypes.data
+    fixed = (t, t + 4 * count, i, i + f, i + 2 * f, one, i + 3 * f, i + 4 * f,
+             one + 8 * scale.itemsize, i + 5 * f, i + 6 * f)
+    return kernel, offsets, fixed, (ints, flags)
+
+
+def _layout(x: Any) -> tuple[int, int] | None:
+    """A 2-D operand as BLAS reads a row-major matrix: (transpose flag, leading dimension);
+    None unless it is contiguous or a contiguous matrix's transpose."""
+    if x.flags.c_contiguous:
+        return _NO_TRANS, max(1, x.shape[1])
+    if x.flags.f_contiguous:
+        return _TRANS, max(1, x.shape[0])
+    return None
 
 
 @contextmanager

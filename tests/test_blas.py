@@ -32,11 +32,111 @@ def test_matmul_equals_the_plain_product_and_restores_the_pool(two_threads, m, k
     a = rng.standard_normal((m, k), dtype=np.float32)
     b = rng.standard_normal((n, k), dtype=np.float32).T  # a transposed view, as in Linear
     one_thread = 2 ** 18 <= m * k * n < blas.MULTITHREAD_FLOPS / 2
-    expected = plain_product(a, b, 1 if one_thread else 2)  # bit for bit, same thread count
+    in_blocks = m * k * n >= blas.MULTITHREAD_FLOPS / 2 and blas._batch_plan(a, b, None)
+    # bit for bit: one thread's product, or one thread's product per block of columns
+    # (these shapes' blocks sum in the whole product's order on one thread)
+    expected = plain_product(a, b, 1 if one_thread or in_blocks else 2)
     before = blas.get_num_threads()
     np.testing.assert_array_equal(blas.matmul(a, b), expected)
     assert blas.get_num_threads() == before
     np.testing.assert_allclose(blas.matmul(a, b), plain_product(a, b, 2), rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- products in blocks
+BLOCK_SHAPES = [(200, 784, 256), (256, 200, 784), (201, 784, 257), (3, 1000, 3000),
+                (1000, 4000, 2), (2, 4000, 1000), (64, 3000, 40)]
+
+
+def blocks_or_skip(dtype):
+    pool = blas._blas_pool()
+    if pool is None or np.dtype(dtype) not in pool.gemm_batch:
+        pytest.skip("this OpenBLAS has no gemm_batch")
+    return pool
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+@pytest.mark.parametrize("shape", BLOCK_SHAPES)
+@pytest.mark.parametrize("a_transposed, b_transposed", [(False, False), (True, False),
+                                                         (False, True), (True, True)])
+def test_big_products_run_in_blocks_and_equal_the_product(two_threads, monkeypatch, dtype,
+                                                          rtol, shape, a_transposed,
+                                                          b_transposed):
+    """Products above MULTITHREAD_FLOPS run as one gemm_batch call of independent blocks
+    (rows, or columns when b is a transposed matrix), for every layout BLAS can read:
+    the float64 product of the same numbers, and the same bits on every call."""
+    pool = blocks_or_skip(dtype)
+    kernel, integer = pool.gemm_batch[np.dtype(dtype)]
+    calls = []
+    monkeypatch.setitem(pool.gemm_batch, np.dtype(dtype),
+                        (lambda *args: calls.append(args[14]) or kernel(*args), integer))
+    monkeypatch.setattr(blas, "_batch_plans", {})
+    m, k, n = shape
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((k, m) if a_transposed else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if b_transposed else (k, n)).astype(dtype)
+    a, b = (a.T if a_transposed else a), (b.T if b_transposed else b)
+    got = blas.matmul(a, b)
+    assert calls == [2] and got.dtype == dtype and got.shape == (m, n)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(got, exact, rtol=rtol, atol=rtol * np.abs(exact).max())
+    np.testing.assert_array_equal(blas.matmul(a, b), got)
+    out = np.full((m, n), np.nan, dtype)
+    assert blas.matmul(a, b, out=out) is out
+    np.testing.assert_array_equal(out, got)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4, 8, 16])
+@pytest.mark.parametrize("shape", BLOCK_SHAPES + [(2, 1000, 3001), (6000, 1, 1000),
+                                                  (40, 400, 400)])
+def test_every_block_is_above_openblas_small_matrix_path(shape, threads):
+    """OpenBLAS's gemm_batch crashes (segmentation fault) on blocks of at most 100^3
+    multiply-adds in NumPy's DYNAMIC_ARCH build, so no plan may make one; and the blocks
+    cover the output exactly once."""
+    m, k, n = shape
+    for layout_b in [(blas._NO_TRANS, n), (blas._TRANS, k)]:
+        plan = blas._make_plan((None, np.int64), m, n, k, (blas._NO_TRANS, k), layout_b,
+                               np.dtype(np.float32), threads)
+        if plan is False:
+            continue
+        _, (a_offsets, b_offsets, c_offsets), _, (ints, _flags) = plan
+        count = len(a_offsets)
+        ms, ns, ks = ints[:count], ints[count:2 * count], ints[2 * count:3 * count]
+        assert 2 <= count <= threads and (ms * ns * ks > 100 ** 3).all()  # OpenBLAS's bound
+        covered = np.zeros((m, n), int)
+        for c_offset, rows, columns in zip(c_offsets, ms, ns):
+            start = c_offset // 4
+            covered[start // n:start // n + rows, start % n:start % n + columns] += 1
+        assert (covered == 1).all()
+
+
+@pytest.mark.parametrize("case", ["stacked", "strided", "int", "one thread", "overlap",
+                                  "mismatch"])
+def test_what_blocks_cannot_take_is_numpys_product(two_threads, monkeypatch, case):
+    pool = blocks_or_skip(np.float32)
+    monkeypatch.setattr(pool, "gemm_batch", {})  # any call into it would fail
+    rng = np.random.default_rng(4)
+    a, b = rng.random((300, 500), np.float32), rng.random((500, 400), np.float32)
+    if case == "mismatch":
+        with pytest.raises(ValueError, match="matmul"):
+            blas.matmul(a, b[:-1])
+        return
+    out = None
+    if case == "stacked":
+        a = np.stack([a, a])
+    elif case == "strided":
+        a = a[:, ::2]
+        b = b[::2]
+    elif case == "int":
+        a, b = (a * 10).astype(np.int64), (b * 10).astype(np.int64)
+    elif case == "one thread":
+        monkeypatch.setattr(pool, "get", lambda: 1)
+    else:  # the output written over one operand: NumPy copies what overlaps
+        a = np.ascontiguousarray(a[:, :400])
+        b = np.ascontiguousarray(b[:400])
+        out = a
+    expected = a @ b
+    got = blas.matmul(a, b, out=out)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
 def test_matmul_writes_into_out(two_threads):
