@@ -10,8 +10,8 @@ time slice. Measured on a loaded 2-core machine, an MLP epoch ran 5-25x slower
 with two BLAS threads than with one (docs/performance.md). So ``matmul`` keeps a
 product on one thread unless one thread would need about 0.12 ms for it
 (``MULTITHREAD_FLOPS``); bigger products (wide layers, convolutions as GEMMs) use
-every thread the pool has, as independent blocks of the output, one per thread (see
-``_in_blocks``). (The cut was 1e8 FLOPs until session 6; at 2e7 a
+every thread the pool has, most as independent blocks of the output's rows, one per
+thread (``_in_blocks``). (The cut was 1e8 FLOPs until session 6; at 2e7 a
 784-256-... MLP at batch 200 ran 15% faster, at 1.2e7 (its 200x256 @ 256x128
 products, 13 MFLOP, on two threads) another 7-12%, and at 1e7 a 784-100-... MLP at
 batch 64 ran 20% slower: its 10 MFLOP products lose to the hand-off.)
@@ -158,8 +158,8 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
 
 
 SPLIT = True
-"""Big products as independent blocks, one per thread (``_in_blocks``); tests and the
-benchmarks' probes switch it off to compare with OpenBLAS's own split."""
+"""Big products as independent row blocks, one per thread (``_in_blocks``); tests and
+probes switch it off to compare with OpenBLAS's own split."""
 _BLOCK_MIN_MNK = 100 ** 3
 """A block must have more multiply-adds (M*N*K) than this. Up to it OpenBLAS's ``gemm_batch``
 takes its small-matrix path, which in DYNAMIC_ARCH builds (NumPy's) calls a kernel
@@ -171,18 +171,18 @@ _batch_plans: dict = {}
 
 
 def _in_blocks(a: Any, b: Any, out: Any) -> Any:
-    """``a @ b`` as one independent product per thread, each on a block of the output's
-    rows or columns (OpenBLAS's ``gemm_batch`` runs them side by side, one thread each).
+    """``a @ b`` as one independent product per thread, each on a block of ``a``'s rows
+    (OpenBLAS's ``gemm_batch`` runs them side by side, one thread each).
 
-    Why: OpenBLAS's own split has its threads share the packed blocks of one operand
-    and wait on each other, and on this machine that sharing is at times slow (the two
-    vCPUs' caches far apart, it seems): for seconds at a time a 512x512 product on two
-    threads ran at ~140 GFLOP/s where two independent halves ran at ~190, their speed in
-    the good stretches (docs/performance.md, section 24). Each block packs its operands
-    itself, which in the good stretches costs about what sharing saves. The blocks
-    depend only on the shapes and the thread count, so results are as reproducible as
-    before. Anything else (1-D or stacked operands, strided ones, other dtypes, one
-    thread, a BLAS without ``gemm_batch``) is NumPy's product.
+    Why: OpenBLAS's own split has its threads share the packed blocks of ``b`` and wait
+    on each other, and on this machine that sharing is at times slow (the two vCPUs'
+    caches far apart, it seems): for seconds at a time a 512x512 product on two threads
+    ran at ~140 GFLOP/s where two independent halves ran at ~190, their speed in the good
+    stretches (docs/performance.md, section 24). Each block packs ``b`` itself, which in
+    the good stretches costs about what sharing saves, except where ``b`` is a transposed
+    matrix (a Linear layer's ``x @ W.T``): those stay OpenBLAS's. Blocks depend only on
+    the shapes and the thread count. Anything else (1-D or stacked operands, strided ones,
+    other dtypes, one thread, a BLAS without ``gemm_batch``) is NumPy's product.
     """
     plan = _batch_plan(a, b, out) if SPLIT else None
     if plan is None:
@@ -214,6 +214,8 @@ def _batch_plan(a: Any, b: Any, out: Any) -> Any:
     layout_a, layout_b = _layout(a), _layout(b)
     if found is None or layout_a is None or layout_b is None or a.shape[1] != b.shape[0]:
         return None  # a mismatch is NumPy's error to report
+    if layout_b[0] == _TRANS:  # x @ W.T: each block would pack W.T again, slower than
+        return None            # sharing it (the ReLU MLP's forward: 531 against 467 us)
     (m, k), n = a.shape, b.shape[1]
     if out is not None and (out.shape != (m, n) or out.dtype != a.dtype or
                             not out.flags.c_contiguous or not out.flags.writeable or
@@ -232,39 +234,24 @@ def _batch_plan(a: Any, b: Any, out: Any) -> Any:
 
 def _make_plan(found: Any, m: int, n: int, k: int, layout_a: tuple, layout_b: tuple,
                dtype: Any, threads: int) -> Any:
-    """Blocks as even as can be, as many as threads, each above ``_BLOCK_MIN_MNK``: of
-    columns when ``b`` is a transposed matrix (a Linear layer's ``x @ W.T``: each block
-    then packs ``x`` again, cheaper than ``W.T``), else of rows (a block of the output
-    is then one piece of memory). False if fewer than two blocks would do."""
+    """Blocks of the output's rows, as even as can be, as many as threads, each above
+    ``_BLOCK_MIN_MNK``; False if fewer than two blocks would do."""
     (ta, lda), (tb, ldb) = layout_a, layout_b
-    by_columns = tb == _TRANS and n >= 2 * 16
-    size, other = (n, m * k) if by_columns else (m, n * k)
-    unit = 16 if by_columns else 1  # column blocks start on 64-byte steps of a row
-    units = -(-size // unit)
-    for count in range(min(threads, units, 8), 1, -1):  # _ALPHA_BETA holds 8 of each
-        sizes = [min(size, units * (i + 1) // count * unit) - units * i // count * unit
-                 for i in range(count)]
-        if min(sizes) * other > _BLOCK_MIN_MNK:
+    for count in range(min(threads, m, 8), 1, -1):  # _ALPHA_BETA holds 8 of each
+        if (m // count) * n * k > _BLOCK_MIN_MNK:
             break
     else:
         return False
     kernel, integer = found
-    itemsize = dtype.itemsize
-    starts = [sum(sizes[:i]) for i in range(count)]
-    if by_columns:
-        step_b = 1 if tb == _NO_TRANS else ldb  # elements from one column of op(b) to the next
-        ms, ns = [m] * count, sizes
-        offsets = ([0] * count, [j * step_b * itemsize for j in starts],
-                   [j * itemsize for j in starts])
-    else:
-        step_a = lda if ta == _NO_TRANS else 1  # elements from one row of op(a) to the next
-        ms, ns = sizes, [n] * count
-        offsets = ([r * step_a * itemsize for r in starts], [0] * count,
-                   [r * n * itemsize for r in starts])
+    rows = [m // count + (1 if i < m % count else 0) for i in range(count)]
+    starts = [sum(rows[:i]) for i in range(count)]
+    step_a = lda if ta == _NO_TRANS else 1  # elements from one row of op(a) to the next
+    offsets = ([r * step_a * dtype.itemsize for r in starts], [0] * count,
+               [r * n * dtype.itemsize for r in starts])
     # M, N, K, lda, ldb, ldc and the group sizes (1), each an array over the blocks, and
     # their addresses: every argument of gemm_batch but the layout and count is an array
-    ints = xp.array(ms + ns + [k] * count + [lda] * count + [ldb] * count + [n] * count +
-                    [1] * count, integer)
+    ints = xp.array(rows + [n] * count + [k] * count + [lda] * count + [ldb] * count +
+                    [n] * count + [1] * count, integer)
     flags = xp.array([ta] * count + [tb] * count, xp.int32)  # CBLAS_TRANSPOSE is a C int
     scale = _ALPHA_BETA[dtype]
     i, f, t, one = ints.ctypes.data, ints.itemsize * count, flags.ctypes.data, \
