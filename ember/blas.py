@@ -187,14 +187,14 @@ def _in_blocks(a: Any, b: Any, out: Any) -> Any:
     plan = _batch_plan(a, b, out) if SPLIT else None
     if plan is None:
         return _np_matmul(a, b, out=out)
-    kernel, (a_offsets, b_offsets, c_offsets), (t, tb, m, n, k, one, lda, ldb, zero, ldc,
-                                                 sizes), _keep = plan
+    kernel, a_offsets, c_offsets, (t, tb, m, n, k, one, lda, ldb, zero, ldc, sizes), _ = plan
     if out is None:
         out = xp.empty((a.shape[0], b.shape[1]), a.dtype)
     pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
-    pointers = xp.array([pa + o for o in a_offsets] + [pb + o for o in b_offsets] +
+    count = len(a_offsets)
+    pointers = xp.array([pa + o for o in a_offsets] + [pb] * count +
                         [pc + o for o in c_offsets], xp.uintp)
-    p, count = pointers.ctypes.data, len(a_offsets)
+    p = pointers.ctypes.data
     w = count * pointers.itemsize
     kernel(_ROW_MAJOR, t, tb, m, n, k, one, p, lda, p + w, ldb, zero, p + 2 * w, ldc, count,
            sizes)  # each block a group of one product
@@ -246,8 +246,8 @@ def _make_plan(found: Any, m: int, n: int, k: int, layout_a: tuple, layout_b: tu
     rows = [m // count + (1 if i < m % count else 0) for i in range(count)]
     starts = [sum(rows[:i]) for i in range(count)]
     step_a = lda if ta == _NO_TRANS else 1  # elements from one row of op(a) to the next
-    offsets = ([r * step_a * dtype.itemsize for r in starts], [0] * count,
-               [r * n * dtype.itemsize for r in starts])
+    a_offsets = [r * step_a * dtype.itemsize for r in starts]
+    c_offsets = [r * n * dtype.itemsize for r in starts]
     # M, N, K, lda, ldb, ldc and the group sizes (1), each an array over the blocks, and
     # their addresses: every argument of gemm_batch but the layout and count is an array
     ints = xp.array(rows + [n] * count + [k] * count + [lda] * count + [ldb] * count +
@@ -258,7 +258,7 @@ def _make_plan(found: Any, m: int, n: int, k: int, layout_a: tuple, layout_b: tu
         scale.ctypes.data
     fixed = (t, t + 4 * count, i, i + f, i + 2 * f, one, i + 3 * f, i + 4 * f,
              one + 8 * scale.itemsize, i + 5 * f, i + 6 * f)
-    return kernel, offsets, fixed, (ints, flags)
+    return kernel, a_offsets, c_offsets, fixed, (ints, flags)  # the arrays kept alive
 
 
 def _layout(x: Any) -> tuple[int, int] | None:
