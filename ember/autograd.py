@@ -259,73 +259,41 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
     def apply(*args: Any, **kwargs: Any) -> Tensor:
         fn = cls()
         n = len(args)
-        if n == 2 and cls.arity == 2 and not kwargs and type(args[0]) is Tensor and \
-                type(args[1]) is Tensor and args[0].array.dtype is args[1].array.dtype:
-            # x * y on two tensors of one dtype, the most common call: no checks left
-            inputs, extra = args, False
-            a, b = args
-            needs = _NEEDS_2[a._requires_grad][b._requires_grad]
-            try:
+        inputs = args  # named in a shape error even if it happens before the lifting
+        try:  # one handler for every path below: a try costs nothing until it catches
+            if n == 2 and cls.arity == 2 and not kwargs and type(args[0]) is Tensor and \
+                    type(args[1]) is Tensor and args[0].array.dtype is args[1].array.dtype:
+                # x * y on two tensors of one dtype, the most common call: no checks left
+                extra = False
+                a, b = args
+                needs = _NEEDS_2[a._requires_grad][b._requires_grad]
                 out = fn.forward(a.array, b.array)
-            except (ValueError, IndexError) as err:
-                raise _with_shapes(err, cls, inputs) from None
-        elif n == 1 and not kwargs and isinstance(args[0], Tensor) and cls.arity != 2:
-            # x.exp(), an activation: one tensor, nothing to lift or promote
-            inputs, extra = args, False
-            a = args[0]
-            needs = _NEEDS_1[a._requires_grad]
-            try:
+            elif n == 1 and not kwargs and isinstance(args[0], Tensor) and cls.arity != 2:
+                # x.exp(), an activation: one tensor, nothing to lift or promote
+                extra = False
+                a = args[0]
+                needs = _NEEDS_1[a._requires_grad]
                 out = fn.forward(a.array)
-            except (ValueError, IndexError) as err:
-                raise _with_shapes(err, cls, inputs) from None
-        elif n > 1 and cls.arity == 1 and not kwargs and isinstance(args[0], Tensor):
-            # x.reshape(10, 784), one_hot(y, 10), x.to(dtype): one tensor, plain attributes
-            inputs, attrs, extra, n = args[:1], args[1:], True, 1
-            a = args[0]
-            needs = _NEEDS_1[a._requires_grad]
-            try:
+            elif n > 1 and cls.arity == 1 and not kwargs and isinstance(args[0], Tensor):
+                # x.reshape(10, 784), one_hot(y, 10), x.to(dtype): one tensor, attributes
+                inputs, attrs, extra, n = args[:1], args[1:], True, 1
+                a = args[0]
+                needs = _NEEDS_1[a._requires_grad]
                 out = fn.forward(a.array, *attrs)
-            except (ValueError, IndexError) as err:
-                raise _with_shapes(err, cls, inputs) from None
-        elif n == 3 and cls.arity is None and not kwargs and not cls.promote and \
-                isinstance(args[0], Tensor) and isinstance(args[1], Tensor) and \
-                isinstance(args[2], Tensor):
-            # linear(x, weight, bias): three tensors (Parameters among them), no numbers
-            inputs, extra = args, False
-            a, b, c = args
-            needs = _NEEDS_3[a._requires_grad][b._requires_grad][c._requires_grad]
-            try:
+            elif n == 3 and cls.arity is None and not kwargs and not cls.promote and \
+                    isinstance(args[0], Tensor) and isinstance(args[1], Tensor) and \
+                    isinstance(args[2], Tensor):
+                # linear(x, weight, bias): three tensors (Parameters among them), no numbers
+                extra = False
+                a, b, c = args
+                needs = _NEEDS_3[a._requires_grad][b._requires_grad][c._requires_grad]
                 out = fn.forward(a.array, b.array, c.array)
-            except (ValueError, IndexError) as err:
-                raise _with_shapes(err, cls, inputs) from None
-        else:
-            k = cls.arity
-            if k is None or k == n:
-                inputs, attrs = args, ()
             else:
-                inputs, attrs = args[:k], args[k:]
-            inputs = _lifted(cls, inputs)
-            n = len(inputs)
-            extra = attrs or kwargs
-            try:
-                if n == 2:  # the common arities without building lists or empty *args
-                    a, b = inputs
-                    needs = _NEEDS_2[a._requires_grad][b._requires_grad]
-                    out = fn.forward(a.array, b.array, *attrs, **kwargs) if extra else \
-                        fn.forward(a.array, b.array)
-                elif n == 1:
-                    a = inputs[0]
-                    needs = _NEEDS_1[a._requires_grad]
-                    out = fn.forward(a.array, *attrs, **kwargs) if extra else fn.forward(a.array)
-                elif n == 3 and not extra:  # e.g. linear(x, weight, bias)
-                    a, b, c = inputs
-                    needs = _NEEDS_3[a._requires_grad][b._requires_grad][c._requires_grad]
-                    out = fn.forward(a.array, b.array, c.array)
-                else:
-                    needs = tuple([t._requires_grad for t in inputs])
-                    out = fn.forward(*[t.array for t in inputs], *attrs, **kwargs)
-            except (ValueError, IndexError) as err:
-                raise _with_shapes(err, cls, inputs) from None
+                inputs, attrs, needs, out = _apply_general(fn, cls, args, kwargs)
+                n = len(inputs)
+                extra = attrs or kwargs
+        except (ValueError, IndexError) as err:
+            raise _with_shapes(err, cls, inputs) from None
         mode = _mode
         if mode.anomaly:
             fn.site = _user_site()
@@ -355,6 +323,30 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
     return apply
 
 
+def _apply_general(fn: Function, cls: type[Function], args: tuple, kwargs: dict) -> tuple:
+    """``apply``'s path for the calls its fast paths do not take: numbers among the
+    inputs, mixed dtypes, keyword arguments, any arity. Returns the (lifted) inputs, the
+    plain attributes, ``needs_input_grad`` and the forward's output."""
+    k = cls.arity
+    inputs, attrs = (args, ()) if k is None or k == len(args) else (args[:k], args[k:])
+    inputs = _lifted(cls, inputs)
+    n = len(inputs)
+    extra = attrs or kwargs
+    if n == 2:  # the common arities without building lists or empty *args
+        a, b = inputs
+        needs = _NEEDS_2[a._requires_grad][b._requires_grad]
+        out = fn.forward(a.array, b.array, *attrs, **kwargs) if extra else \
+            fn.forward(a.array, b.array)
+    elif n == 1:
+        a = inputs[0]
+        needs = _NEEDS_1[a._requires_grad]
+        out = fn.forward(a.array, *attrs, **kwargs) if extra else fn.forward(a.array)
+    else:
+        needs = tuple([t._requires_grad for t in inputs])
+        out = fn.forward(*[t.array for t in inputs], *attrs, **kwargs)
+    return inputs, attrs, needs, out
+
+
 def _lifted(cls: type[Function], inputs: tuple) -> Sequence[Tensor]:
     """An op's inputs with numbers lifted to tensors and, where the op says so, mixed
     int and float promoted as torch does (the inputs themselves when nothing changes)."""
@@ -369,7 +361,7 @@ def _lifted(cls: type[Function], inputs: tuple) -> Sequence[Tensor]:
 
 def _with_shapes(err: Exception, cls: type[Function], inputs: Sequence[Tensor]) -> Exception:
     """A forward's shape error, naming the op and its inputs' shapes."""
-    shapes = " and ".join(str(tuple(t.shape)) for t in inputs)
+    shapes = " and ".join(str(xp.shape(getattr(t, "array", t))) for t in inputs)
     return type(err)(f"{cls.name}: {err} (input shapes {shapes})")
 
 
