@@ -352,11 +352,24 @@ def _lifted(cls: type[Function], inputs: tuple) -> Sequence[Tensor]:
     int and float promoted as torch does (the inputs themselves when nothing changes)."""
     for t in inputs:
         if not isinstance(t, Tensor):  # a number to lift (Parameters are Tensors)
+            _check_liftable(cls, inputs)
             return as_tensor_like(inputs, cls.promote)
     if cls.promote and inputs[0].array.dtype is not inputs[-1].array.dtype and \
             inputs[0].array.dtype != inputs[-1].array.dtype:
         return as_tensor_like(inputs, True)
     return inputs
+
+
+_LIFTABLE = (bool, int, float, complex, xp.generic, xp.ndarray)
+
+
+def _check_liftable(cls: type[Function], inputs: Sequence[Any]) -> None:
+    """torch's TypeError for an input that is neither a tensor nor a number (or an
+    array): ``x + None`` would otherwise become NaN, and ``x + [1, 2]`` a silent copy."""
+    for value in inputs:
+        if not isinstance(value, (Tensor, *_LIFTABLE)):
+            raise TypeError(f"{cls.name}: expected tensors or numbers as inputs, got "
+                            f"{type(value).__name__} ({value!r:.40})")
 
 
 def _with_shapes(err: Exception, cls: type[Function], inputs: Sequence[Tensor]) -> Exception:

@@ -259,3 +259,28 @@ def test_the_two_tensor_fast_path_reports_anomalies_and_shapes():
         big * big
     with pytest.raises(ValueError, match=r"Mul: .*\(input shapes \(2, 3\) and \(4, 5\)\)"):
         ember.ones(2, 3) * ember.ones(4, 5)
+
+
+@pytest.mark.parametrize("value", [None, "a", [1.0, 2.0], object()])
+def test_an_input_that_is_neither_tensor_nor_number_is_torchs_type_error(value):
+    """``x + None`` used to become NaN and ``x + [1, 2]`` a silent copy; torch refuses both."""
+    x = ember.ones(2)
+    with pytest.raises(TypeError):
+        torch.ones(2) + value
+    expected = rf"Add: expected tensors or numbers .*{type(value).__name__}"
+    with pytest.raises(TypeError, match=expected):
+        x + value
+    with pytest.raises(TypeError, match="Mul: expected tensors or numbers"):
+        value * x
+
+
+def test_numbers_and_arrays_are_still_lifted_as_torch_lifts_them():
+    x = ember.tensor([1.0, 2.0])
+    for value in (2, 2.5, True, np.float32(2.0), np.array(3.0)):
+        assert np.allclose((x + value).array, (torch.tensor([1.0, 2.0]) + value).numpy())
+
+
+def test_a_shape_error_on_the_general_path_names_the_lifted_inputs_shapes():
+    """An op with a keyword argument takes apply's general path; its errors read alike."""
+    with pytest.raises(IndexError, match=r"Sum: .*\(input shapes \(2, 3\)\)"):
+        ember.ones(2, 3).sum(dim=5)
