@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pathlib
+import warnings
 
 import numpy as np
 import pytest
@@ -345,3 +346,21 @@ def test_every_differentiable_op_is_gradchecked():
 
 def test_at_least_80_ops():
     assert len(ember.autograd.REGISTRY) >= 80
+
+
+@pytest.mark.parametrize("shape,dim", [((1,), None), ((3, 1), 1)])
+def test_var_without_degrees_of_freedom_warns_as_torch_and_backward_stays_quiet(shape, dim):
+    """torch: NaN, NaN gradients and a UserWarning. The backward used to warn from
+    NumPy's ``inf * 0`` deep inside autograd; any RuntimeWarning is an error here."""
+    theirs = torch.ones(shape, dtype=torch.float64, requires_grad=True)
+    with pytest.warns(UserWarning, match="degrees of freedom"):
+        expected = theirs.var(dim)
+    expected.sum().backward()
+    mine = ember.ones(*shape, dtype=ember.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.warns(UserWarning, match="degrees of freedom"):
+            out = mine.var(dim)
+        out.sum().backward()
+    assert np.array_equal(np.isnan(out.array), np.isnan(expected.detach().numpy()))
+    assert np.isnan(mine.grad.array).all() and np.isnan(theirs.grad.numpy()).all()

@@ -7,6 +7,7 @@ over the reduced dims.
 
 from __future__ import annotations
 
+import warnings
 from collections import namedtuple
 from typing import Any
 
@@ -196,7 +197,15 @@ def var(x: Tensor, dim: Any = None, correction: int = 1, keepdim: bool = False,
         correction = int(unbiased)
     n = _count(x.shape, normalize_dims(dim, x.ndim))
     centred = x - x.mean(dim, keepdim=True)
-    return (centred * centred).sum(dim, keepdim) / max(n - correction, 0)
+    squares = (centred * centred).sum(dim, keepdim)
+    if n - correction > 0:
+        return squares / (n - correction)
+    # torch's warning and NaN; dividing by zero would give the NaN too, but its backward
+    # makes inf * 0 and a NumPy warning from deep inside autograd
+    warnings.warn("var(): degrees of freedom is <= 0. Correction should be strictly less "
+                  "than the reduction factor (input numel divided by output numel).",
+                  UserWarning, stacklevel=2)
+    return squares * float("nan")
 
 
 @register_composed("std")
