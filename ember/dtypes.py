@@ -42,7 +42,13 @@ def to_dtype(dtype) -> xp.dtype:
 
 
 def infer_dtype(array) -> xp.dtype:
-    """torch's rule for data given without a dtype: float64 becomes float32."""
+    """The dtype of data given without one: float64 becomes float32.
+
+    torch does this for Python floats, but ``torch.tensor`` keeps a float64 NumPy
+    array's dtype. ember converts arrays too, on purpose: NumPy makes float64 by
+    default, and one float64 input would otherwise meet float32 weights (an error) or
+    slow everything down. Pass ``dtype=ember.float64`` (or use ``from_numpy``) to keep it.
+    """
     if array.dtype == float64:
         return DEFAULT_FLOAT
     if array.dtype.kind in "OUS":

@@ -599,8 +599,13 @@ def _format_tensor(t: Tensor) -> str:
 def tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
     """A new tensor copied from ``data`` (nested lists, numbers, arrays).
 
+    Float64 data, arrays included, becomes float32 unless ``dtype`` says otherwise
+    (torch keeps a float64 array's dtype; see ``dtypes.infer_dtype`` for why not here).
+
     >>> ember.tensor([[1, 2], [3, 4]]).shape
     (2, 2)
+    >>> ember.tensor(np.zeros(3)).dtype == ember.float32
+    True
     """
     if isinstance(data, Tensor):
         data = data.array
