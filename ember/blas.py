@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from ember.backend import xp
 
-__all__ = ["matmul", "axpy", "column_sums", "set_num_threads", "get_num_threads", "one_thread",
-           "MULTITHREAD_FLOPS"]
+__all__ = ["matmul", "axpy", "split_pays", "column_sums", "set_num_threads", "get_num_threads",
+           "one_thread", "MULTITHREAD_FLOPS"]
 
 MULTITHREAD_FLOPS = 1.2e7
 """Products of fewer floating-point operations (2*M*K*N per BLAS call) run on one thread."""
@@ -143,6 +144,8 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     big enough to share."""
     mnk = (a.shape[-2] if a.ndim > 1 else 1) * a.shape[-1] * b.shape[-1]
     if mnk >= _MULTITHREAD_MNK:
+        global _threads_awake_until
+        _threads_awake_until = _clock() + _AWAKE_SECONDS  # see split_pays
         return _in_blocks(a, b, out)
     if mnk < _OPENBLAS_SINGLE_MNK:
         return _np_matmul(a, b, out=out)
@@ -294,10 +297,33 @@ AXPY_MIN_SIZE = 1 << 13
 """Smaller arrays update faster with two NumPy ufunc calls than through ctypes."""
 
 
-def axpy(alpha: float, x: Any, y: Any) -> bool:
-    """``y += alpha * x`` in place and in one pass (BLAS axpy, on one thread) when ``x``
-    and ``y`` are contiguous arrays of one float dtype and shape, with at least
-    ``AXPY_MIN_SIZE`` elements; returns False, changing nothing, otherwise.
+_clock = time.perf_counter
+_AWAKE_SECONDS = 0.05  # OpenBLAS's threads spin ~0.1 s after a call before they sleep
+_threads_awake_until = 0.0  # when the last product split between threads, plus that
+SPLIT_AXPY_MIN_SIZE = 1 << 15
+"""``axpy(..., split=True)`` is for arrays at least this big (a 784x256 weight: 200704)."""
+
+
+def split_pays(y: Any) -> bool:
+    """Whether ``axpy(alpha, x, y, split=True)`` should share ``y``'s update between BLAS's
+    threads: ``y`` is big and a product ran on several threads in the last 50 ms, so
+    those threads are awake (spinning), and have likely read ``y`` (a weight, in the
+    forward's ``x @ W.T``).
+
+    Why: at times the machine's two vCPUs share no cache, and then the optimizer writing a
+    weight that the other core read costs ~10x the write itself (~200 of a 2900 µs ReLU
+    MLP step for its 784x256 weight); half of it written by the other core's thread, as
+    torch's single OpenMP pool does, halves that (docs/performance.md, section 25).
+    """
+    return y.size >= SPLIT_AXPY_MIN_SIZE and _clock() < _threads_awake_until
+
+
+def axpy(alpha: float, x: Any, y: Any, split: bool = False) -> bool:
+    """``y += alpha * x`` in place and in one pass (BLAS axpy) when ``x`` and ``y`` are
+    contiguous arrays of one float dtype and shape, with at least ``AXPY_MIN_SIZE``
+    elements; returns False, changing nothing, otherwise. On one thread, unless ``split``
+    (then on all of BLAS's threads: OpenBLAS gives each a contiguous part; see
+    ``split_pays``). The result is ``alpha * x + y`` rounded once (a fused multiply-add).
 
     Why: NumPy needs two passes and a scratch array (``t = alpha * x; y += t``); an
     optimizer's ``p -= lr * g`` on a 784x100 weight then reads and writes twice the
@@ -312,7 +338,7 @@ def axpy(alpha: float, x: Any, y: Any) -> bool:
     if found is None:
         return False
     kernel, real = found
-    threads = pool.get()
+    threads = 1 if split else pool.get()
     if threads > 1:  # one thread, as matmul does for products of this size
         pool.set(1)
     try:

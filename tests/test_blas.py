@@ -270,3 +270,38 @@ def test_column_sums_of_strided_and_half_matrices():
     got = blas.column_sums(half)  # NumPy's own sum: BLAS has no float16
     assert got.dtype == np.float16
     np.testing.assert_array_equal(got, half.sum(axis=0))
+
+
+def test_split_pays_only_for_big_arrays_while_a_threaded_product_is_recent(monkeypatch):
+    """``split_pays`` (docs/performance.md, section 25): the optimizer shares a weight's
+    write between BLAS's threads only while they are awake from a product they shared."""
+    big = np.zeros(blas.SPLIT_AXPY_MIN_SIZE, np.float32)
+    small = np.zeros(blas.SPLIT_AXPY_MIN_SIZE - 1, np.float32)
+    monkeypatch.setattr(blas, "_threads_awake_until", 0.0)
+    assert not blas.split_pays(big)
+    a = np.ones((200, 784), np.float32)
+    blas.matmul(a, np.ones((784, 256), np.float32))  # above MULTITHREAD_FLOPS
+    assert blas.split_pays(big) and not blas.split_pays(small)
+    monkeypatch.setattr(blas, "_clock", lambda: blas._threads_awake_until + 1.0)
+    assert not blas.split_pays(big)  # long after the product: the threads sleep again
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_axpy_gives_the_one_thread_bits_and_one_rounding(dtype):
+    """Each element is ``fma(alpha, x, y)`` whichever thread computes it."""
+    pool = blas._blas_pool()
+    if pool is None or not pool.axpy:
+        pytest.skip("NumPy's OpenBLAS axpy is not reachable here")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(100_003).astype(dtype)
+    y = rng.standard_normal(100_003).astype(dtype)
+    alpha = dtype(-0.05)
+    one, split = y.copy(), y.copy()
+    assert blas.axpy(alpha, x, one) and blas.axpy(alpha, x, split, split=True)
+    np.testing.assert_array_equal(one, split)
+    exact = (alpha.astype(np.float64) * x.astype(np.float64) + y.astype(np.float64))
+    if dtype == np.float32:  # one rounding: the float64 sum of the exact float64 product,
+        # rounded to float32 (a double rounding could differ in rare ties; none here)
+        np.testing.assert_array_equal(split, exact.astype(np.float32))
+    else:
+        np.testing.assert_allclose(split, exact, rtol=1e-15, atol=1e-15)

@@ -249,6 +249,15 @@ def _compile() -> Any:
             pf[i] = pf[i] - gf[i] * lr
 
     @flat
+    def momentum_kernel(g, buf, momentum, keep):
+        # buf = momentum buf + keep g alone: sgd_momentum_kernel's first half, for a
+        # parameter whose own update BLAS shares between its threads (optim/sgd.py)
+        gf, bf = g.reshape(g.size), buf.reshape(buf.size)
+        for i in range(bf.size):
+            gi = gf[i]
+            bf[i] = bf[i] * momentum + (gi * keep if keep != 1 else gi)
+
+    @flat
     def sgd_momentum_kernel(p, g, buf, momentum, keep, lr, nesterov):
         # buf = momentum buf + keep g (keep = 1 - dampening), then p -= lr * direction,
         # the direction being g + momentum buf (Nesterov) or buf
@@ -396,7 +405,8 @@ def _compile() -> Any:
         sigmoid=sigmoid_kernel, sigmoid_grad=sigmoid_grad_kernel, tanh_grad=tanh_grad_kernel,
         relu_grad=relu_grad_kernel,
         adam=adam_kernel, sgd=sgd_kernel,
-        sgd_momentum=sgd_momentum_kernel, xent=xent_kernel, xent_grad=xent_grad_kernel,
+        sgd_momentum=sgd_momentum_kernel, momentum=momentum_kernel, xent=xent_kernel,
+        xent_grad=xent_grad_kernel,
         taps=taps_kernel, max_pool_2x2=max_pool_2x2_kernel, max_pool_grad=max_pool_grad_kernel,
         plane_moments=plane_moments_kernel, plane_grad_sums=plane_grad_sums_kernel,
         normalize=normalize_kernel, norm_input_grad=norm_input_grad_kernel)
@@ -669,6 +679,15 @@ def sgd_update(param: Any, g: Any, lr: float) -> bool:
     if not flat_ready(param, g):
         return False
     _kernels.sgd(param, g, _in_dtype(param.dtype, lr)[0])
+    return True
+
+
+def momentum_update(g: Any, buf: Any, momentum: float, dampening: float) -> bool:
+    """``buf = momentum * buf + (1 - dampening) * g`` in place in one compiled pass
+    (NumPy's rounding); False, changing nothing, where the kernels cannot take the arrays."""
+    if not flat_ready(buf, g):
+        return False
+    _kernels.momentum(g, buf, *_in_dtype(buf.dtype, momentum, 1 - dampening))
     return True
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ember.backend import xp
-from ember.blas import axpy
+from ember.blas import axpy, split_pays
 from ember.ops import kernels
 from ember.optim.optimizer import Optimizer, ParamsT, _require, _state_tensor
 
@@ -48,17 +48,29 @@ class SGD(Optimizer):
                 continue
             param = p.array
             g = grad.array if plain else self._grad(param, grad.array, weight_decay, maximize)
+            split = split_pays(param)  # a big weight that BLAS's other threads have read
             if momentum != 0:
                 buf = self.state[p].get("momentum_buffer")
-                if buf is not None and kernels.sgd_momentum_update(
+                if buf is not None and not split and kernels.sgd_momentum_update(
                         param, g, buf.array, momentum, group["dampening"], lr,
                         group["nesterov"]):
                     continue  # buffer and parameter updated in one compiled pass
-                g = self._momentum(p, g, momentum, group["dampening"], group["nesterov"])
+                g = self._direction(p, g, buf, group, split)
+            if split and axpy(-lr, g, param, split=True):  # its write shared by those threads
+                continue
             if kernels.sgd_update(param, g, lr):  # NumPy's two passes' rounding, in one pass
                 continue
             if not axpy(-lr, g, param):  # without kernels: BLAS's one pass (big arrays)
                 xp.subtract(param, xp.multiply(g, lr, out=self._tmp(param, 1)), out=param)
+
+    def _direction(self, p: Any, g: Any, buf: Any, group: dict[str, Any], split: bool) -> Any:
+        """The momentum buffer updated and the direction to step along; the buffer in one
+        compiled pass when the step itself is BLAS's, shared between threads (``split``)."""
+        momentum, dampening, nesterov = group["momentum"], group["dampening"], group["nesterov"]
+        if buf is not None and split and not nesterov and \
+                kernels.momentum_update(g, buf.array, momentum, dampening):
+            return buf.array
+        return self._momentum(p, g, momentum, dampening, nesterov)
 
     def _momentum(self, p: Any, g: Any, momentum: float, dampening: float,
                   nesterov: bool) -> Any:

@@ -177,6 +177,40 @@ def test_sgd_blas_axpy_path_matches_torch(monkeypatch, row, dtype):
     assert calls and all(calls)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("row", SGD_ROWS, ids=row_id)
+def test_sgd_split_update_matches_torch_and_is_the_same_with_or_without_kernels(
+        monkeypatch, row, dtype):
+    """A big weight that BLAS's threads have read is stepped by ``axpy(..., split=True)``
+    (docs/performance.md, section 25); here every parameter is, in every row. The buffer
+    then comes from the compiled ``momentum_update`` or NumPy's passes: the same bits."""
+    from ember import blas
+    from ember.ops import kernels
+    if blas._blas_pool() is None or not blas._blas_pool().axpy:
+        pytest.skip("NumPy's OpenBLAS axpy is not reachable here")
+    monkeypatch.setattr(blas, "AXPY_MIN_SIZE", 1)
+    monkeypatch.setattr(optim.sgd, "split_pays", lambda param: True)
+    calls = []
+    real = blas.axpy
+    monkeypatch.setattr(optim.sgd, "axpy", lambda *a, **k: calls.append((k, real(*a, **k))) or
+                        calls[-1][1])
+    compiled_buffers = []
+    real_buffer = kernels.momentum_update
+    monkeypatch.setattr(kernels, "momentum_update",
+                        lambda *a: compiled_buffers.append(real_buffer(*a)) or compiled_buffers[-1])
+    results = []
+    for wanted in (True, False):
+        monkeypatch.setattr(kernels, "_wanted", wanted)
+        ours, _, _, _ = run_twins(*row, dtype=dtype)  # checks every step against torch
+        results.append([p.array.copy() for p in ours])
+    assert calls and all(k == {"split": True} and ok for k, ok in calls)
+    kwargs = row[1]
+    if kwargs.get("momentum") and not kwargs.get("nesterov"):
+        assert any(compiled_buffers)  # the compiled buffer pass ran (with the kernels on)
+    for compiled, numpy_path in zip(*results, strict=True):
+        np.testing.assert_array_equal(compiled, numpy_path)
+
+
 @pytest.mark.parametrize("row", STATEFUL_ROWS + [(optim.SGD, dict(lr=0.1))], ids=row_id)
 def test_float32_params_stay_float32(row):
     cls, kwargs = row
