@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -144,8 +143,8 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     big enough to share."""
     mnk = (a.shape[-2] if a.ndim > 1 else 1) * a.shape[-1] * b.shape[-1]
     if mnk >= _MULTITHREAD_MNK:
-        global _threads_awake_until
-        _threads_awake_until = _clock() + _AWAKE_SECONDS  # see split_pays
+        global _shared_products
+        _shared_products = True  # see split_pays
         return _in_blocks(a, b, out)
     if mnk < _OPENBLAS_SINGLE_MNK:
         return _np_matmul(a, b, out=out)
@@ -297,25 +296,25 @@ AXPY_MIN_SIZE = 1 << 13
 """Smaller arrays update faster with two NumPy ufunc calls than through ctypes."""
 
 
-_clock = time.perf_counter
-_AWAKE_SECONDS = 0.05  # OpenBLAS's threads spin ~0.1 s after a call before they sleep
-_threads_awake_until = 0.0  # when the last product split between threads, plus that
+_shared_products = False  # whether a product has run on several threads (in matmul)
 SPLIT_AXPY_MIN_SIZE = 1 << 15
 """``axpy(..., split=True)`` is for arrays at least this big (a 784x256 weight: 200704)."""
 
 
 def split_pays(y: Any) -> bool:
     """Whether ``axpy(alpha, x, y, split=True)`` should share ``y``'s update between BLAS's
-    threads: ``y`` is big and a product ran on several threads in the last 50 ms, so
-    those threads are awake (spinning), and have likely read ``y`` (a weight, in the
-    forward's ``x @ W.T``).
+    threads: ``y`` is big, and products have run on several threads in this process, so
+    those threads are likely awake (OpenBLAS's spin ~0.1 s after a call) and have read
+    ``y`` (a weight, in the forward's ``x @ W.T``).
 
     Why: at times the machine's two vCPUs share no cache, and then the optimizer writing a
     weight that the other core read costs ~10x the write itself (~200 of a 2900 µs ReLU
     MLP step for its 784x256 weight); half of it written by the other core's thread, as
-    torch's single OpenMP pool does, halves that (docs/performance.md, section 25).
+    torch's single OpenMP pool does, halves that (docs/performance.md, section 25). The
+    answer depends on sizes and on which products ran, never on timing: the split update
+    rounds as ``axpy`` does, so a timing-based choice would make runs irreproducible.
     """
-    return y.size >= SPLIT_AXPY_MIN_SIZE and _clock() < _threads_awake_until
+    return _shared_products and y.size >= SPLIT_AXPY_MIN_SIZE
 
 
 def axpy(alpha: float, x: Any, y: Any, split: bool = False) -> bool:

@@ -272,18 +272,16 @@ def test_column_sums_of_strided_and_half_matrices():
     np.testing.assert_array_equal(got, half.sum(axis=0))
 
 
-def test_split_pays_only_for_big_arrays_while_a_threaded_product_is_recent(monkeypatch):
+def test_split_pays_for_big_arrays_once_a_product_has_been_shared(monkeypatch):
     """``split_pays`` (docs/performance.md, section 25): the optimizer shares a weight's
-    write between BLAS's threads only while they are awake from a product they shared."""
+    write between BLAS's threads once products have run on them, never by timing."""
     big = np.zeros(blas.SPLIT_AXPY_MIN_SIZE, np.float32)
     small = np.zeros(blas.SPLIT_AXPY_MIN_SIZE - 1, np.float32)
-    monkeypatch.setattr(blas, "_threads_awake_until", 0.0)
+    monkeypatch.setattr(blas, "_shared_products", False)
+    blas.matmul(np.ones((10, 784), np.float32), np.ones((784, 100), np.float32))  # one thread
     assert not blas.split_pays(big)
-    a = np.ones((200, 784), np.float32)
-    blas.matmul(a, np.ones((784, 256), np.float32))  # above MULTITHREAD_FLOPS
+    blas.matmul(np.ones((200, 784), np.float32), np.ones((784, 256), np.float32))  # shared
     assert blas.split_pays(big) and not blas.split_pays(small)
-    monkeypatch.setattr(blas, "_clock", lambda: blas._threads_awake_until + 1.0)
-    assert not blas.split_pays(big)  # long after the product: the threads sleep again
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
