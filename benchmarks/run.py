@@ -64,11 +64,13 @@ def run_case(case: Case, data, sampler: measure.RssSampler, quick: bool,
     stats = {r.name: report.RunStats() for r in runners}
     timed_epochs = 1 if quick else (epochs or case.epochs)
     warmup = 1 if quick else case.warmup_batches
-    # (seed, batches) of each epoch: one step first, unmeasured (each library's one-off
+    # (seed, batches) of each epoch: two steps first, unmeasured (each library's one-off
     # set-up on first use - torch's oneDNN primitives, ember's Numba kernels loading from
-    # their cache or compiling, ~110 MB of LLVM - is not training memory), the warm-up,
-    # then the timed epochs
-    schedule = [(999, 1), (1000, warmup)] + [(1000 + e, None) for e in range(1, 1 + timed_epochs)]
+    # their cache or compiling, ~110 MB of LLVM - is not training memory; two, because an
+    # optimizer's second step is its first with state, and ember's momentum and Adam
+    # kernels first compile there: 3-6 MB of the ReLU MLP's peak with a cold Numba cache),
+    # the warm-up, then the timed epochs
+    schedule = [(999, 2), (1000, warmup)] + [(1000 + e, None) for e in range(1, 1 + timed_epochs)]
     for runner in runners:
         runner.train_epoch(*schedule[0])
     for epoch in range(1 + timed_epochs):
@@ -238,7 +240,8 @@ def explanations() -> list[str]:
         "few warm-up batches, then one timed epoch, timed in 8 slices of its batches with "
         "the frameworks taking turns slice by slice). Ratios below 1 mean ember is faster. "
         "MB: the largest rise of resident memory (RSS) over its value at the start of the "
-        "warm-up epoch (after one unmeasured step: libraries' set-up on first use), "
+        "warm-up epoch (after two unmeasured steps: libraries' set-up on first use, an "
+        "optimizer's first step with state included), "
         "sampled every 2 ms by a thread reading /proc/self/statm, after "
         "returning freed heap memory to the OS (malloc_trim); the sampling thread sleeps "
         "during the timed epochs (its wake-ups slowed torch's LeNet-5 step by ~50%). "
