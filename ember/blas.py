@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -143,8 +144,7 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     big enough to share."""
     mnk = (a.shape[-2] if a.ndim > 1 else 1) * a.shape[-1] * b.shape[-1]
     if mnk >= _MULTITHREAD_MNK:
-        global _shared_products
-        _shared_products = True  # see split_pays
+        _note_shared(b)  # see split_pays
         return _in_blocks(a, b, out)
     if mnk < _OPENBLAS_SINGLE_MNK:
         return _np_matmul(a, b, out=out)
@@ -296,16 +296,18 @@ AXPY_MIN_SIZE = 1 << 13
 """Smaller arrays update faster with two NumPy ufunc calls than through ctypes."""
 
 
-_shared_products = False  # whether a product has run on several threads (in matmul)
+_shared_operands: dict = {}  # id -> weak reference: the arrays that shared products read
 SPLIT_AXPY_MIN_SIZE = 1 << 15
 """``axpy(..., split=True)`` is for arrays at least this big (a 784x256 weight: 200704)."""
 
 
 def split_pays(y: Any) -> bool:
     """Whether ``axpy(alpha, x, y, split=True)`` should share ``y``'s update between BLAS's
-    threads: ``y`` is big, and products have run on several threads in this process, so
-    those threads are likely awake (OpenBLAS's spin ~0.1 s after a call) and have read
-    ``y`` (a weight, in the forward's ``x @ W.T``).
+    threads: ``y`` is big and was the right operand of a product that ran on several
+    threads (a weight, in the forward's ``x @ W.T``), so those threads have read it and
+    are likely still awake (OpenBLAS's spin ~0.1 s after a call). Not for a weight that
+    only ember's own threads read (the convolutions'): waking OpenBLAS's thread there
+    has it spin on the core those threads need (a CIFAR CNN step 1.3x slower).
 
     Why: at times the machine's two vCPUs share no cache, and then the optimizer writing a
     weight that the other core read costs ~10x the write itself (~200 of a 2900 µs ReLU
@@ -314,7 +316,22 @@ def split_pays(y: Any) -> bool:
     answer depends on sizes and on which products ran, never on timing: the split update
     rounds as ``axpy`` does, so a timing-based choice would make runs irreproducible.
     """
-    return _shared_products and y.size >= SPLIT_AXPY_MIN_SIZE
+    if y.size < SPLIT_AXPY_MIN_SIZE:
+        return False
+    seen = _shared_operands.get(id(y))
+    return seen is not None and seen() is y
+
+
+def _note_shared(b: Any) -> None:
+    """Remember the array that ``b`` views (``W`` for ``W.T``) as read by BLAS's threads."""
+    while b.base is not None and isinstance(b.base, xp.ndarray):
+        b = b.base
+    if len(_shared_operands) > 256:  # e.g. products of many temporary arrays: forget them
+        _shared_operands.clear()
+    try:
+        _shared_operands[id(b)] = weakref.ref(b)
+    except TypeError:  # an array type without weak references: it is not a weight
+        pass
 
 
 def axpy(alpha: float, x: Any, y: Any, split: bool = False) -> bool:

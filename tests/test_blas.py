@@ -272,16 +272,23 @@ def test_column_sums_of_strided_and_half_matrices():
     np.testing.assert_array_equal(got, half.sum(axis=0))
 
 
-def test_split_pays_for_big_arrays_once_a_product_has_been_shared(monkeypatch):
+def test_split_pays_for_a_big_weight_that_a_shared_product_read(monkeypatch):
     """``split_pays`` (docs/performance.md, section 25): the optimizer shares a weight's
-    write between BLAS's threads once products have run on them, never by timing."""
-    big = np.zeros(blas.SPLIT_AXPY_MIN_SIZE, np.float32)
-    small = np.zeros(blas.SPLIT_AXPY_MIN_SIZE - 1, np.float32)
-    monkeypatch.setattr(blas, "_shared_products", False)
-    blas.matmul(np.ones((10, 784), np.float32), np.ones((784, 100), np.float32))  # one thread
-    assert not blas.split_pays(big)
-    blas.matmul(np.ones((200, 784), np.float32), np.ones((784, 256), np.float32))  # shared
-    assert blas.split_pays(big) and not blas.split_pays(small)
+    write between BLAS's threads only for a weight that a product on those threads read
+    (``x @ W.T``), never by timing, and never for one only read on one thread."""
+    monkeypatch.setattr(blas, "_shared_operands", {})
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((256, 784)).astype(np.float32)
+    other = rng.standard_normal((100, 784)).astype(np.float32)
+    small = rng.standard_normal((10, 784)).astype(np.float32)  # below SPLIT_AXPY_MIN_SIZE
+    blas.matmul(np.ones((10, 784), np.float32), other.T)  # one thread: not shared
+    blas.matmul(np.ones((10, 784), np.float32), small.T)
+    assert not blas.split_pays(weight) and not blas.split_pays(other)
+    blas.matmul(np.ones((200, 784), np.float32), weight.T)  # above MULTITHREAD_FLOPS
+    blas.matmul(np.ones((20000, 784), np.float32), small.T)
+    assert blas.split_pays(weight)
+    assert not blas.split_pays(other) and not blas.split_pays(small)
+    assert not blas.split_pays(weight.copy())  # the same values, another array
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
