@@ -289,9 +289,8 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
                 needs = _NEEDS_3[a._requires_grad][b._requires_grad][c._requires_grad]
                 out = fn.forward(a.array, b.array, c.array)
             else:
-                inputs, attrs, needs, out = _apply_general(fn, cls, args, kwargs)
+                inputs, attrs, extra, needs, out = _apply_general(fn, cls, args, kwargs)
                 n = len(inputs)
-                extra = attrs or kwargs
         except (ValueError, IndexError) as err:
             raise _with_shapes(err, cls, inputs) from None
         mode = _mode
@@ -326,7 +325,8 @@ def _make_apply(cls: type[Function]) -> Callable[..., Tensor]:
 def _apply_general(fn: Function, cls: type[Function], args: tuple, kwargs: dict) -> tuple:
     """``apply``'s path for the calls its fast paths do not take: numbers among the
     inputs, mixed dtypes, keyword arguments, any arity. Returns the (lifted) inputs, the
-    plain attributes, ``needs_input_grad`` and the forward's output."""
+    plain attributes, whether there are any (or keywords), ``needs_input_grad`` and the
+    forward's output."""
     k = cls.arity
     inputs, attrs = (args, ()) if k is None or k == len(args) else (args[:k], args[k:])
     inputs = _lifted(cls, inputs)
@@ -344,7 +344,7 @@ def _apply_general(fn: Function, cls: type[Function], args: tuple, kwargs: dict)
     else:
         needs = tuple([t._requires_grad for t in inputs])
         out = fn.forward(*[t.array for t in inputs], *attrs, **kwargs)
-    return inputs, attrs, needs, out
+    return inputs, attrs, extra, needs, out
 
 
 def _lifted(cls: type[Function], inputs: tuple) -> Sequence[Tensor]:

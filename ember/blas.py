@@ -326,6 +326,9 @@ def _note_shared(b: Any) -> None:
     """Remember the array that ``b`` views (``W`` for ``W.T``) as read by BLAS's threads."""
     while b.base is not None and isinstance(b.base, xp.ndarray):
         b = b.base
+    seen = _shared_operands.get(id(b))
+    if seen is not None and seen() is b:  # the usual case: the same weight, step after step
+        return
     if len(_shared_operands) > 256:  # e.g. products of many temporary arrays: forget them
         _shared_operands.clear()
     try:
