@@ -633,6 +633,10 @@ def as_tensor_like(values: Sequence[Any], promote: bool = False) -> list[Tensor]
     torch's rule: a Python scalar takes the tensor's dtype, except that a float
     scalar with an integer tensor gives the default float dtype. With
     ``promote``, integer inputs mixed with floating ones become that float type.
+    A NumPy array is lifted as ``ember.tensor`` lifts it (float64 becomes float32). torch
+    has no rule of its own to follow there: it hands ``tensor + ndarray`` to NumPy,
+    which fails for a tensor that requires grad and loses the graph for one that does
+    not, and ``ndarray + tensor`` raises.
     """
     if len(values) == 2:  # fast path for the common `tensor <op> number`
         a, b = values
