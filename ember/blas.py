@@ -316,25 +316,24 @@ def split_pays(y: Any) -> bool:
     answer depends on sizes and on which products ran, never on timing: the split update
     rounds as ``axpy`` does, so a timing-based choice would make runs irreproducible.
     """
-    if y.size < SPLIT_AXPY_MIN_SIZE:
-        return False
-    seen = _shared_operands.get(id(y))
-    return seen is not None and seen() is y
+    return y.size >= SPLIT_AXPY_MIN_SIZE and _noted(y)
+
+
+def _noted(a: Any) -> bool:
+    """Whether ``a`` itself (not a new array that reuses its address) is remembered."""
+    seen = _shared_operands.get(id(a))
+    return seen is not None and seen() is a
 
 
 def _note_shared(b: Any) -> None:
     """Remember the array that ``b`` views (``W`` for ``W.T``) as read by BLAS's threads."""
     while b.base is not None and isinstance(b.base, xp.ndarray):
         b = b.base
-    seen = _shared_operands.get(id(b))
-    if seen is not None and seen() is b:  # the usual case: the same weight, step after step
+    if _noted(b):  # the usual case: the same weight, step after step
         return
     if len(_shared_operands) > 256:  # e.g. products of many temporary arrays: forget them
         _shared_operands.clear()
-    try:
-        _shared_operands[id(b)] = weakref.ref(b)
-    except TypeError:  # an array type without weak references: it is not a weight
-        pass
+    _shared_operands[id(b)] = weakref.ref(b)  # b is an ndarray: weak references work
 
 
 def axpy(alpha: float, x: Any, y: Any, split: bool = False) -> bool:
