@@ -14,9 +14,22 @@ from typing import Any
 import numpy as np
 
 __all__ = ["RssSampler", "release_free_memory", "gemm_peak", "forward_macs", "timed",
-           "median", "limit_threads", "machine_summary"]
+           "settle", "median", "limit_threads", "machine_summary", "SETTLE_SECONDS"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+SETTLE_SECONDS = 0.3
+"""Pause before each timed stretch, untimed. After its last call OpenBLAS's idle worker
+keeps spinning on the other core for 2^28 clock ticks (~0.1 s here) before it sleeps,
+and a framework timed in that window shares its second core with it: torch's 100-step
+ReLU MLP epochs ran 1.30-1.37x slower right after ember's or the NumPy reference's than
+after a 0.3 s pause (0.1 s and longer pauses read alike; docs/performance.md, section
+27). With the pause every framework starts from idle threads, as it would run alone."""
+
+
+def settle() -> None:
+    """Let every thread pool left spinning by the last timed stretch go idle."""
+    time.sleep(SETTLE_SECONDS)
 
 
 class RssSampler:
@@ -141,6 +154,8 @@ def forward_macs(torch_model: Any, sample_shape: tuple) -> int:
 
 
 def timed(fn: Callable[[], Any]) -> float:
+    """Seconds of one call of ``fn``, after ``settle()``."""
+    settle()
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start

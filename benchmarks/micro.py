@@ -16,6 +16,7 @@ import torch
 
 import ember
 import ember.nn.functional as F
+from benchmarks import measure
 from benchmarks.measure import median
 
 __all__ = ["MICRO", "run_micro", "MicroResult", "PER_OP", "PER_OP_NO_GC"]
@@ -133,6 +134,7 @@ def _calls_for(fn: Callable, budget: float) -> int:
 
 
 def _per_call(fn: Callable, calls: int, pause_gc: bool = False) -> float:
+    measure.settle()  # the other framework's idle threads stop spinning first
     if pause_gc:
         gc.collect()
         gc.disable()

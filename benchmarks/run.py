@@ -123,6 +123,7 @@ def _sliced_epoch(runners: list, seed: int, limit: int | None, slices: int) -> d
     for i in range(slices):
         for runner in _rotated(runners, i):
             measure.release_free_memory()
+            measure.settle()
             start = time.perf_counter()
             for _ in range(bounds[i + 1] - bounds[i]):
                 next(steps[runner.name])
@@ -181,6 +182,7 @@ def _epoch(runner, seed: int, limit: int | None,
     """One (possibly partial) epoch: its seconds and, with a sampler, its peak RSS rise
     in bytes (else None)."""
     measure.release_free_memory()
+    measure.settle()
     if sampler is None:
         start = time.perf_counter()
         runner.train_epoch(seed, limit)
@@ -261,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     wanted = args.cases or [c.key for c in CASES] + ["micro"]
     out = Path(args.out) if args.out else (None if args.quick else DEFAULT_OUT)
     start = time.perf_counter()
+    if args.quick:  # a smoke run times nothing that matters: no pauses
+        measure.SETTLE_SECONDS = 0.0
     with measure.limit_threads(args.threads):
         lines, results, micro = run_all(args, wanted)
     lines.append(f"Total run time: {time.perf_counter() - start:.0f} s.")

@@ -198,6 +198,54 @@ def test_thread_limits_are_put_back_exactly_even_when_nested():
     assert torch.get_num_threads() == before
 
 
+def test_every_timed_stretch_starts_after_a_settle_pause(monkeypatch):
+    """Session 21 found torch timed while OpenBLAS's idle worker, left spinning by the
+    framework before it, shared its second core: epochs, slices, micro batches and
+    single timings each begin with ``measure.settle()`` now."""
+    from benchmarks import measure, micro, run
+    events: list = []
+    monkeypatch.setattr(measure, "settle", lambda: events.append("settle"))
+    monkeypatch.setattr(measure, "release_free_memory", lambda: None)
+
+    class Runner:
+        name = "r"
+
+        def train_epoch(self, seed, limit):
+            events.append("epoch")
+
+        def steps(self, seed, limit):
+            events.append("steps")
+            return iter(())
+
+    run._epoch(Runner(), 1, None, None)
+    measure.timed(lambda: events.append("call"))
+    micro._per_call(lambda: events.append("call"), 2)
+    assert events == ["settle", "epoch", "settle", "call", "settle", "call", "call"]
+
+
+def test_settle_outlasts_openblas_spinning_after_a_product():
+    """The premise of the pause: after a two-thread product OpenBLAS's worker burns CPU
+    for a while (process CPU time rises while the main thread sleeps); after
+    ``settle()`` it is asleep. CPU time, not wall time: no timing assertion."""
+    import time
+
+    from benchmarks import measure
+    from ember import blas
+    if blas.get_num_threads() < 2:
+        pytest.skip("OpenBLAS runs on one thread here: nothing spins")
+    a = np.ones((1024, 1024), np.float32)
+
+    def cpu_while_sleeping() -> float:
+        start = time.process_time()
+        time.sleep(0.05)
+        return time.process_time() - start
+    _ = a @ a  # the worker now spins
+    spinning = cpu_while_sleeping()
+    _ = a @ a
+    measure.settle()
+    assert spinning > 0.01 and cpu_while_sleeping() < 0.005
+
+
 # ---------------------------------------------------------------- trajectories
 def test_quick_report_has_the_trajectory_table_and_targets(quick_report):
     rows = table(quick_report, "Float32 trajectories")
