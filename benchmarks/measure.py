@@ -24,7 +24,8 @@ keeps spinning on the other core for 2^28 clock ticks (~0.1 s here) before it sl
 and a framework timed in that window shares its second core with it: torch's 100-step
 ReLU MLP epochs ran 1.30-1.37x slower right after ember's or the NumPy reference's than
 after a 0.3 s pause (0.1 s and longer pauses read alike; docs/performance.md, section
-27). With the pause every framework starts from idle threads, as it would run alone."""
+27). With the pause every framework starts from idle threads, as it would run alone.
+``--quick`` sets it to 0: a smoke run times nothing that matters."""
 
 
 def settle() -> None:

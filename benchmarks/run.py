@@ -122,8 +122,7 @@ def _sliced_epoch(runners: list, seed: int, limit: int | None, slices: int) -> d
     seconds = dict.fromkeys(steps, 0.0)
     for i in range(slices):
         for runner in _rotated(runners, i):
-            measure.release_free_memory()
-            measure.settle()
+            _quiet_start()
             start = time.perf_counter()
             for _ in range(bounds[i + 1] - bounds[i]):
                 next(steps[runner.name])
@@ -177,12 +176,18 @@ def _variant_accuracies(case: Case, data, schedule: list, x_test) -> dict:
     return accuracies
 
 
+def _quiet_start() -> None:
+    """Before a timed stretch: freed heap memory back to the OS (so that one framework's
+    kept memory does not hide the next one's growth), then idle thread pools."""
+    measure.release_free_memory()
+    measure.settle()
+
+
 def _epoch(runner, seed: int, limit: int | None,
            sampler: measure.RssSampler | None) -> tuple:
     """One (possibly partial) epoch: its seconds and, with a sampler, its peak RSS rise
     in bytes (else None)."""
-    measure.release_free_memory()
-    measure.settle()
+    _quiet_start()
     if sampler is None:
         start = time.perf_counter()
         runner.train_epoch(seed, limit)

@@ -171,7 +171,6 @@ def contestants(layers: list, xs: np.ndarray, ys: np.ndarray) -> dict:
     ref = NumpyMLP(layers, "relu", "cross_entropy")
     ref_opt = SGD(ref.params, LR, MOMENTUM)
     dp.step(xs[0], ys[0])  # the same first step's gradient from the same weights
-    ref.forward(xs[0], keep=True)
     ref.backward(ref.loss(ref.forward(xs[0], keep=True), ys[0])[1])
     err = np.abs(dp.gradient() - ref.params.grad).max() / np.abs(ref.params.grad).max()
     print(f"gradient of the first step, data parallel against the reference: {err:.2e}")
