@@ -249,22 +249,27 @@ def _compile() -> Any:
             pf[i] = pf[i] - gf[i] * lr
 
     @flat
+    def momentum_of(b, gi, momentum, keep):
+        # one element of buf = momentum buf + keep g (keep = 1 - dampening; at 1, g is
+        # added as it is, as torch does); LLVM inlines it into the two kernels below
+        return b * momentum + (gi * keep if keep != 1 else gi)
+
+    @flat
     def momentum_kernel(g, buf, momentum, keep):
-        # buf = momentum buf + keep g alone: sgd_momentum_kernel's first half, for a
-        # parameter whose own update BLAS shares between its threads (optim/sgd.py)
+        # the buffer's update alone: sgd_momentum_kernel's first half, for a parameter
+        # whose own update BLAS shares between its threads (optim/sgd.py)
         gf, bf = g.reshape(g.size), buf.reshape(buf.size)
         for i in range(bf.size):
-            gi = gf[i]
-            bf[i] = bf[i] * momentum + (gi * keep if keep != 1 else gi)
+            bf[i] = momentum_of(bf[i], gf[i], momentum, keep)
 
     @flat
     def sgd_momentum_kernel(p, g, buf, momentum, keep, lr, nesterov):
-        # buf = momentum buf + keep g (keep = 1 - dampening), then p -= lr * direction,
-        # the direction being g + momentum buf (Nesterov) or buf
+        # the buffer's update, then p -= lr * direction, the direction being
+        # g + momentum buf (Nesterov) or buf
         pf, gf, bf = p.reshape(p.size), g.reshape(g.size), buf.reshape(buf.size)
         for i in range(pf.size):
             gi = gf[i]
-            b = bf[i] * momentum + (gi * keep if keep != 1 else gi)
+            b = momentum_of(bf[i], gi, momentum, keep)
             bf[i] = b
             pf[i] = pf[i] - (gi + b * momentum if nesterov else b) * lr
 
