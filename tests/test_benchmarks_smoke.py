@@ -213,10 +213,6 @@ def test_every_timed_stretch_starts_after_a_settle_pause(monkeypatch):
         def train_epoch(self, seed, limit):
             events.append("epoch")
 
-        def steps(self, seed, limit):
-            events.append("steps")
-            return iter(())
-
     run._epoch(Runner(), 1, None, None)
     measure.timed(lambda: events.append("call"))
     micro._per_call(lambda: events.append("call"), 2)
