@@ -13,9 +13,10 @@ flat arrays where NumPy makes one call per operation (sections 14-16), with NumP
 rounding, so the same bits (ReLU keeps torch's -0 where NumPy's maximum gives +0); so is
 a uint8 image batch's ToTensor + Normalize (section 16). The blocked convolution's small
 layers build their columns with the same im2col kernel, a block at a time (section 15).
-Cross-entropy's common case, for small or short-row logits, is one pass each way (sections
-20 and 23); its exponentials are the C library's, within an ulp of NumPy's vectorised ones,
-so it agrees with the NumPy path to rounding rather than bit for bit. The Winograd
+Cross-entropy's common case is one pass each way (sections 20, 23 and 29): for small or
+short-row logits with the C library's exponentials, for long float32 rows with a
+vectorised exponential of its own; both are within an ulp of NumPy's, so they agree with
+the NumPy path to rounding rather than bit for bit. The Winograd
 convolution's input, output and kernel transforms are kernels too (sections 16 and 23).
 
 Numba is an optional dependency (``pip install ember[fast]``). Without it, or
@@ -40,7 +41,8 @@ __all__ = ["enabled", "set_enabled", "im2col", "block_im2col", "col2im_into", "m
            "max_pool_grad_into", "norm_ready", "batch_moments", "normalize_into", "norm_grad_sums",
            "norm_input_grad_into", "relu_into", "relu_grad_into", "sigmoid",
            "sigmoid_grad_into", "tanh_grad_into", "flat_ready", "adam_scalars", "adam_update",
-           "sgd_update", "sgd_momentum_update", "cross_entropy_rows", "cross_entropy_grad",
+           "sgd_update", "sgd_momentum_update", "cross_entropy_rows", "cross_entropy_long_rows",
+           "cross_entropy_grad",
            "unit_normalize", "normalize_table", "winograd_input",
            "winograd_output", "winograd_weights"]
 
@@ -51,8 +53,15 @@ _kernels: Any = None  # the compiled functions, made on first use (importing num
 
 def _compile() -> Any:
     """The Numba kernels, or False when Numba is not installed."""
+    # Helpers that kernels call are module globals, not closure variables: Numba keys a
+    # cached function by its closure's pickled values, and a compiled function pickles
+    # with a new id in every process, so a kernel closing over one was compiled again in
+    # every process and its on-disk cache grew a file each time (section 29)
+    global momentum_of, exp_nonpositive, float32_from_bits
     try:
+        import llvmlite.ir
         import numba
+        import numba.extending
     except ImportError:
         return False
 
@@ -300,6 +309,54 @@ def _compile() -> Any:
             per_sample[n] = xp.log(total) - (row[t] - top)
         return True
 
+    # float32 exp(x) for x <= 0 in arithmetic LLVM vectorises (NumPy's exp in a compiled
+    # loop is a C library call per element): Cephes' expf. x = n ln2 + r, |r| <= ln2/2,
+    # n rounded by adding and subtracting 1.5 * 2^23, ln2 in two parts so that n ln2 is
+    # exact; exp(r) by a degree-5 polynomial; 2^n as two powers of two built from their
+    # bits, so that outputs below 2^-126 are subnormal as in NumPy, and 0 below -104.
+    # Within 1 ulp of the exact value over (-inf, 0] (tests). No fastmath: its callers'
+    # flags do not reach it, and the rounding trick must not be reassociated.
+    @numba.extending.intrinsic
+    def float32_from_bits(typingctx, bits):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvmlite.ir.FloatType())
+        return numba.float32(numba.int32), codegen
+
+    f32, i32 = numba.float32, numba.int32
+    log2e, ln2_hi, ln2_lo = f32(1.44269504088896341), f32(0.693359375), f32(-2.12194440e-4)
+    poly = (f32(1.9875691500e-4), f32(1.3981999507e-3), f32(8.3334519073e-3),
+            f32(4.1665795894e-2), f32(1.6666665459e-1), f32(5.0000001201e-1))
+    p0, p1, p2, p3, p4, p5 = poly
+    lowest, rounder = f32(-104.0), f32(12582912.0)
+
+    @flat
+    def exp_nonpositive(x):
+        xc = x if x > lowest else lowest  # selects, not branches: the loop vectorises
+        n = (xc * log2e + rounder) - rounder
+        r = xc - n * ln2_hi - n * ln2_lo
+        y = (((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * (r * r) + r + f32(1)
+        k = i32(n)
+        half = k >> 1
+        y = y * float32_from_bits((half + i32(127)) << 23) * \
+            float32_from_bits((k - half + i32(127)) << 23)
+        return y if x > lowest else f32(0)
+
+    @compiler(error_model="numpy", fastmath={"reassoc"})
+    def xent_long_kernel(x, top, target, exps, sums, per_sample):
+        # xent_kernel for float32 rows of many classes, given each row's finite maximum
+        # and targets in range: exp_nonpositive's exponentials, and row sums reassociated
+        # (vector lanes) so that the loop vectorises; ~2x NumPy's four passes
+        # (top, target, sums and per_sample are (N, 1): parallel.rows cuts them with x)
+        for n in range(x.shape[0]):
+            row, e, m = x[n], exps[n], top[n, 0]
+            total = f32(0)
+            for c in range(row.size):
+                v = exp_nonpositive(row[c] - m)
+                e[c] = v
+                total += v
+            sums[n, 0] = total
+            per_sample[n, 0] = xp.log(total) - (row[target[n, 0]] - m)
+
     @flat
     def xent_grad_kernel(exps, sums, target, scale, grad):
         # (softmax - onehot) * scale, scale holding one value per row or one for all rows
@@ -411,6 +468,7 @@ def _compile() -> Any:
         relu_grad=relu_grad_kernel,
         adam=adam_kernel, sgd=sgd_kernel,
         sgd_momentum=sgd_momentum_kernel, momentum=momentum_kernel, xent=xent_kernel,
+        xent_long=xent_long_kernel, exp_nonpositive=exp_nonpositive,
         xent_grad=xent_grad_kernel,
         taps=taps_kernel, max_pool_2x2=max_pool_2x2_kernel, max_pool_grad=max_pool_grad_kernel,
         plane_moments=plane_moments_kernel, plane_grad_sums=plane_grad_sums_kernel,
@@ -574,6 +632,17 @@ def cross_entropy_rows(x: Any, target: Any) -> tuple | None:
     if not _kernels.xent(x, target, exps, sums, per_sample):
         return None
     return exps, sums, per_sample
+
+
+def cross_entropy_long_rows(x: Any, top: Any, target: Any) -> tuple:
+    """``cross_entropy_rows``' results for float32 ``flat_ready`` (N, C) logits whose
+    row maxima ``top`` (N, 1) are finite and whose targets are in range (the caller checks
+    both): one compiled pass in place of NumPy's four, with vectorised exponentials
+    (within an ulp of NumPy's) and row sums in another order (docs/performance.md,
+    section 29). Big arrays are shared out between threads by rows."""
+    exps, sums, per_sample = xp.empty_like(x), xp.empty_like(top), xp.empty_like(top)
+    parallel.rows(_kernels.xent_long, x, top, target[:, None], exps, sums, per_sample)
+    return exps, sums[:, 0], per_sample[:, 0]
 
 
 def cross_entropy_grad(exps: Any, sums: Any, target: Any, scale: Any) -> Any:

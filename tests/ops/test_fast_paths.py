@@ -98,27 +98,30 @@ def test_plain_cross_entropy_equals_the_general_path(monkeypatch, compiled, redu
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_large_logits_take_numpys_passes_not_the_kernel(monkeypatch, dtype):
-    """The compiled kernel's exponentials are scalar calls: for many logits in long rows
-    NumPy's vectorised passes run instead, giving their own bits; both match torch."""
+def test_large_logits_take_the_long_row_kernel_or_numpys_passes(monkeypatch, dtype):
+    """The small-logits kernel's exponentials are scalar calls: for many logits in long
+    rows float32 takes the long-row kernel (vectorised exponentials) and float64 NumPy's
+    passes, which give their own bits; all match torch."""
     from ember.ops import kernels
     from ember.ops.nn import _XENT_KERNEL_CLASSES, _XENT_KERNEL_SIZE
     if not kernels.enabled():
         pytest.skip("Numba is not installed")
     calls = []
-    real = kernels.cross_entropy_rows
-    monkeypatch.setattr(kernels, "cross_entropy_rows",
-                        lambda x, t: calls.append(x.size) or real(x, t))
+    for name in ("cross_entropy_rows", "cross_entropy_long_rows"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda x, *rest, real=real, name=name:
+                            calls.append(name) or real(x, *rest))
     rng = np.random.default_rng(4)
     size, short = _XENT_KERNEL_SIZE, _XENT_KERNEL_CLASSES
-    cases = {(16, 512): False, (size // 64 + 1, 64): False, (size // 64, 64): True,
-             (size // short + 1, short): True, (64, 10): True}  # -> the kernel runs
-    for (rows, classes), kernel in cases.items():
+    long = ["cross_entropy_long_rows"] if dtype == np.float32 else []
+    cases = {(16, 512): long, (size // 64 + 1, 64): long, (size // 64, 64): ["cross_entropy_rows"],
+             (size // short + 1, short): ["cross_entropy_rows"], (64, 10): ["cross_entropy_rows"]}
+    for (rows, classes), expected_calls in cases.items():
         logits = (rng.standard_normal((rows, classes)) * 3).astype(dtype)
         target = rng.integers(0, classes, rows)
         calls.clear()
         fast = cross_entropy_and_grad(logits, target, "mean")
-        assert calls == ([logits.size] if kernel else [])
+        assert calls == expected_calls
         kernels.set_enabled(False)
         try:
             numpy_passes = cross_entropy_and_grad(logits, target, "mean")

@@ -298,6 +298,21 @@ def test_kernels_compile_without_a_writable_cache(with_kernels, monkeypatch):
     np.testing.assert_array_equal(cols[0, 0, 1, 1], img[0, 0, 1:, 1:])
 
 
+def test_kernels_close_over_nothing_that_pickles_differently_per_process(with_kernels):
+    """Numba keys a cached function by its pickled closure; a compiled function or an
+    intrinsic pickles with a per-process id, so a kernel closing over one missed the
+    on-disk cache in every process (and added a file to it each time)."""
+    from numba.core.dispatcher import Dispatcher
+    from numba.core.extending import _Intrinsic
+    kernels.enabled()
+    compiled = [k for k in vars(kernels._kernels).values() if isinstance(k, Dispatcher)]
+    assert len(compiled) > 20
+    for kernel in compiled:
+        for cell in kernel.py_func.__closure__ or ():
+            assert not isinstance(cell.cell_contents, (Dispatcher, _Intrinsic)), \
+                (kernel.py_func.__name__, cell.cell_contents)
+
+
 @pytest.mark.parametrize("shape, kwargs", [
     ((3, 2, 8, 8), dict()),
     ((2, 3, 7, 9), dict()),  # odd sizes: the last row and column are dropped
@@ -468,6 +483,62 @@ def test_the_small_sigmoid_kernel_agrees_with_numpy_and_torch(with_kernels, monk
     expected = torch.sigmoid(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(compiled, expected, rtol=2e-6 if dtype == np.float32 else 1e-14,
                                atol=0)
+
+
+# ---------------------------------------------------------------- cross-entropy, long rows
+def long_row_exps(z):
+    """exp(z) of float32 values z <= 0 by the long-row cross-entropy kernel (one row
+    whose maximum is given as 0, so the kernel's exponentials see z itself)."""
+    z = np.ascontiguousarray(z, np.float32)[None]
+    exps, sums, per_sample = kernels.cross_entropy_long_rows(
+        z, np.zeros((1, 1), np.float32), np.zeros(1, np.int64))
+    return exps[0]
+
+
+def test_long_row_exponential_is_within_an_ulp_down_to_subnormals_and_zero(with_kernels):
+    rng = np.random.default_rng(7)
+    z = np.concatenate([-np.linspace(0, 110, 400_001), -rng.uniform(0, 110, 100_000),
+                        [0.0, -0.0, -87.33654, -87.34, -103.27893, -103.972, -104.0,
+                         -1e30, -np.inf]]).astype(np.float32)
+    exact = np.exp(z.astype(np.float64))
+    rounded = exact.astype(np.float32)
+    ulps = np.abs(long_row_exps(z) - exact) / np.spacing(rounded).astype(np.float64)
+    assert ulps.max() <= 1.0, (ulps.max(), z[ulps.argmax()])
+    subnormal = (rounded > 0) & (rounded < np.finfo(np.float32).tiny)
+    assert subnormal.sum() > 1000 and (long_row_exps(z[subnormal]) > 0).all()
+    assert long_row_exps(np.float32([-104.0, -np.inf])).tolist() == [0.0, 0.0]
+    assert long_row_exps(np.float32([0.0])).tolist() == [1.0]
+
+
+def test_long_row_cross_entropy_matches_numpy_torch_and_itself_on_threads(with_kernels,
+                                                                          monkeypatch):
+    from ember import blas, parallel
+    rng = np.random.default_rng(8)
+    logits = (rng.standard_normal((37, 777)) * 30).astype(np.float32)  # subnormal exps too
+    target = rng.integers(0, 777, 37)
+
+    def run():
+        x = ember.tensor(logits, requires_grad=True)
+        loss = F.cross_entropy(x, ember.tensor(target), reduction="none")
+        loss.backward(ember.tensor(np.linspace(0.5, 2, 37, dtype=np.float32)))
+        return loss.array, x.grad.array
+    compiled = run()
+    kernels.set_enabled(False)
+    numpy_passes = run()
+    kernels.set_enabled(True)
+    tx = torch.tensor(logits.astype(np.float64), requires_grad=True)
+    expected = TF.cross_entropy(tx, torch.tensor(target), reduction="none")
+    expected.backward(torch.tensor(np.linspace(0.5, 2, 37, dtype=np.float32)).double())
+    for mine, numpy_one, torch_one in zip(compiled, numpy_passes,
+                                          (expected.detach().numpy(), tx.grad.numpy())):
+        assert mine.dtype == np.float32
+        np.testing.assert_allclose(mine, numpy_one, rtol=2e-6, atol=1e-12)
+        np.testing.assert_allclose(mine, torch_one, rtol=2e-6, atol=1e-12)
+    monkeypatch.setattr(parallel, "MIN_BYTES", 0)
+    monkeypatch.setattr(parallel, "_enabled", True)
+    monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
+    threaded = run()  # rows are independent: the same bits on any number of threads
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(threaded, compiled))
 
 
 # ---------------------------------------------------------------- optimizers
