@@ -228,8 +228,10 @@ class CrossEntropy(Function):
         return total if self.reduction == "sum" else total / per_sample.dtype.type(len(target))
 
     def _plain_passes(self, x, target):
-        """``cross_entropy_rows`` in NumPy passes, plus the row numbers ``backward``
-        picks the targets with; None where the general path must take over."""
+        """``cross_entropy_rows`` for many or long rows: NumPy's passes, plus the row
+        numbers ``backward`` picks the targets with (None after the compiled pass that
+        float32 takes, whose gradient is a kernel too); None where the general path must
+        take over."""
         # one maximum checks both bounds: seen as unsigned, negatives (ignore_index
         # included) are the largest (the whole forward of 64 x 10 is ~20 µs: it shows)
         if largest_unsigned(target) >= self.classes:
