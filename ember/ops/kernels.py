@@ -467,7 +467,7 @@ def _compile() -> Any:
         relu_grad=relu_grad_kernel,
         adam=adam_kernel, sgd=sgd_kernel,
         sgd_momentum=sgd_momentum_kernel, momentum=momentum_kernel, xent=xent_kernel,
-        xent_long=xent_long_kernel, exp_nonpositive=exp_nonpositive,
+        xent_long=xent_long_kernel,
         xent_grad=xent_grad_kernel,
         taps=taps_kernel, max_pool_2x2=max_pool_2x2_kernel, max_pool_grad=max_pool_grad_kernel,
         plane_moments=plane_moments_kernel, plane_grad_sums=plane_grad_sums_kernel,
