@@ -166,14 +166,47 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def machine_summary() -> str:
-    """CPU model, logical cores and load average, for the report's header."""
-    model = "unknown CPU"
+def _cpu_fields() -> dict:
+    """The first processor's ``key: value`` lines of /proc/cpuinfo (empty elsewhere)."""
+    fields: dict = {}
     try:
         with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f
-                          if line.startswith("model name")), model)
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
+    return fields
+
+
+def machine_summary() -> str:
+    """CPU model (and family: Zen 4 is 25, Zen 5 26), logical cores and load average."""
+    cpu = _cpu_fields()
+    model = cpu.get("model name", "unknown CPU")
+    if "cpu family" in cpu:
+        model += f" (family {cpu['cpu family']}, model {cpu.get('model', '?')})"
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return f"{model}, {os.cpu_count()} logical cores, load average {load} at the start"
+
+
+def blas_summary() -> str:
+    """NumPy's BLAS, the kernels it chose when it loaded, and the environment variables that
+    steer that choice: ``OPENBLAS_CORETYPE=Haswell`` makes OpenBLAS run its AVX2 kernels on
+    an AVX-512 CPU, at about half the float32 GEMM peak (docs/performance.md, section 30),
+    while torch's oneDNN and MKL ignore it."""
+    from threadpoolctl import threadpool_info
+    found = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    if not found:
+        return "not found by threadpoolctl"
+    info = found[0]
+    text = f"{info.get('internal_api')} {info.get('version')}, {info.get('architecture')} kernels"
+    steering = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                if k in os.environ]
+    if steering:
+        text += f" (set in the environment: {', '.join(steering)})"
+    if "avx512f" in _cpu_fields().get("flags", "").split() and \
+            info.get("architecture") in ("Haswell", "Zen", "Sandybridge"):
+        text += "; this CPU has AVX-512, which these kernels do not use"
+    return text

@@ -233,6 +233,7 @@ def header(args: argparse.Namespace, peak: dict, threads: int, sources: list[str
         f"- Python {platform.python_version()}, NumPy {np.__version__}, "
         f"torch {torch.__version__}; {threads} thread(s) for every framework; "
         f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'not set (torch defaults)')}",
+        f"- NumPy's BLAS (ember's and the NumPy reference's products): {measure.blas_summary()}",
         f"- ember's compiled kernels (ember/ops/kernels.py): {kernels_in_use()}",
         f"- float32 GEMM peak measured in this run (best of {PEAK[args.quick][1]} products of "
         f"{PEAK[args.quick][0]}² matrices): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items())

@@ -94,6 +94,25 @@ def test_header_names_threads_peak_and_data(quick_report):
     assert "thread(s) for every framework" in quick_report
     assert "GEMM peak measured in this run" in quick_report
     assert "- Data: MNIST" in quick_report
+    assert "- NumPy's BLAS (ember's and the NumPy reference's products): " in quick_report
+
+
+def test_blas_summary_names_the_kernels_and_what_forced_them(monkeypatch):
+    """The header says which OpenBLAS kernels ran, and when the environment chose them
+    below what the CPU can run (OPENBLAS_CORETYPE=Haswell on an AVX-512 CPU)."""
+    from benchmarks import measure
+    blas = {"user_api": "blas", "internal_api": "openblas", "version": "0.3.31",
+            "architecture": "Haswell"}
+    monkeypatch.setattr("threadpoolctl.threadpool_info", lambda: [blas])
+    monkeypatch.setattr(measure, "_cpu_fields", lambda: {"flags": "fma avx2 avx512f"})
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
+    assert measure.blas_summary() == (
+        "openblas 0.3.31, Haswell kernels (set in the environment: OPENBLAS_CORETYPE=Haswell);"
+        " this CPU has AVX-512, which these kernels do not use")
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    blas["architecture"] = "SkylakeX"
+    assert measure.blas_summary() == "openblas 0.3.31, SkylakeX kernels"
 
 
 # ---------------------------------------------------------------- the pieces
