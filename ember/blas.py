@@ -341,7 +341,9 @@ def axpy(alpha: float, x: Any, y: Any, split: bool = False) -> bool:
     contiguous arrays of one float dtype and shape, with at least ``AXPY_MIN_SIZE``
     elements; returns False, changing nothing, otherwise. On one thread, unless ``split``
     (then on all of BLAS's threads: OpenBLAS gives each a contiguous part; see
-    ``split_pays``). The result is ``alpha * x + y`` rounded once (a fused multiply-add).
+    ``split_pays``). The result is ``alpha * x + y`` rounded once (a fused multiply-add),
+    except that OpenBLAS's Haswell kernels round the few elements at the end of a thread's
+    part twice: split and unsplit may then differ there by an ulp.
 
     Why: NumPy needs two passes and a scratch array (``t = alpha * x; y += t``); an
     optimizer's ``p -= lr * g`` on a 784x100 weight then reads and writes twice the
