@@ -55,9 +55,10 @@ class _OpenBLASPool:
     library lacks them: older OpenBLAS builds have no ``gemm_batch``)."""
 
     def __init__(self, get: Any, set_: Any, axpy: dict | None = None,
-                 gemm_batch: dict | None = None) -> None:
+                 gemm_batch: dict | None = None, core: str | None = None) -> None:
         self.get, self.set, self.axpy = get, set_, axpy or {}
         self.gemm_batch = gemm_batch or {}
+        self.blocks_pay = blocks_pay_with(core)
 
 
 def _find_pool() -> _OpenBLASPool | None:
@@ -75,8 +76,19 @@ def _find_pool() -> _OpenBLASPool | None:
                 set_ = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
                 if get is not None and set_ is not None:
                     return _OpenBLASPool(get, set_, _axpy_kernels(lib.dynlib, prefix, suffix),
-                                         _gemm_batch_kernels(lib.dynlib, prefix, suffix))
+                                         _gemm_batch_kernels(lib.dynlib, prefix, suffix),
+                                         getattr(lib, "architecture", None))
     return None
+
+
+def blocks_pay_with(core: str | None) -> bool:
+    """Whether big products run faster as independent row blocks (``_in_blocks``) than as
+    OpenBLAS's own split, with the kernels OpenBLAS chose when it loaded ("SkylakeX",
+    "Haswell", ...; None if unknown). With its AVX2 Haswell kernels (which
+    ``OPENBLAS_CORETYPE=Haswell`` forces) its own split was the faster, on a Zen 5: the
+    ReLU MLP's step 1.022-1.031x with blocks, against 0.978-0.983 with its AVX-512 kernels
+    there and on Zen 4 (docs/performance.md, sections 24 and 30)."""
+    return core is None or core.lower() not in ("haswell", "zen")
 
 
 def _blas_name(prefix: str, routine: str, suffix: str) -> str:
@@ -184,9 +196,10 @@ def _in_blocks(a: Any, b: Any, out: Any) -> Any:
     the good stretches costs about what sharing saves, except where ``b`` is a transposed
     matrix (a Linear layer's ``x @ W.T``): those stay OpenBLAS's. Blocks depend only on
     the shapes and the thread count. Anything else (1-D or stacked operands, strided ones,
-    other dtypes, one thread, a BLAS without ``gemm_batch``) is NumPy's product.
+    other dtypes, one thread, a BLAS without ``gemm_batch``, kernels whose own split is
+    faster: ``blocks_pay_with``) is NumPy's product.
     """
-    plan = _batch_plan(a, b, out) if SPLIT else None
+    plan = _batch_plan(a, b, out) if SPLIT else None  # None when blocks do not pay
     if plan is None:
         return _np_matmul(a, b, out=out)
     kernel, a_offsets, c_offsets, (t, tb, m, n, k, one, lda, ldb, zero, ldc, sizes), _ = plan
@@ -210,7 +223,8 @@ def _batch_plan(a: Any, b: Any, out: Any) -> Any:
     """What ``_in_blocks`` passes for these operands (cached by shape and layout), or
     None where NumPy's product must run."""
     pool = _pool if _pool is not _UNSET else _blas_pool()
-    if pool is None or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype:
+    if pool is None or not pool.blocks_pay or a.ndim != 2 or b.ndim != 2 or \
+            a.dtype != b.dtype:
         return None
     found = pool.gemm_batch.get(a.dtype)
     layout_a, layout_b = _layout(a), _layout(b)

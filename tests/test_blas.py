@@ -14,9 +14,12 @@ SHAPES = [(10, 784, 100), (64, 784, 100), (200, 784, 256), (8, 8, 8), (512, 512,
 
 
 @pytest.fixture
-def two_threads():
-    if blas._blas_pool() is None:
+def two_threads(monkeypatch):
+    pool = blas._blas_pool()
+    if pool is None:
         pytest.skip("NumPy's OpenBLAS pool is not reachable here")
+    # the row blocks are tested whichever kernels OpenBLAS runs here (blocks_pay_with)
+    monkeypatch.setattr(pool, "blocks_pay", True)
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         yield
 
@@ -102,6 +105,26 @@ def test_big_products_run_in_row_blocks_and_equal_the_product(two_threads, monke
     if shape in MLP_BACKWARD_SHAPES and dtype == np.float32 and \
             openblas_kernels() in AVX512_KERNELS:
         np.testing.assert_array_equal(got, plain_product(a, b, 2))
+
+
+@pytest.mark.parametrize("core, pays", [("SkylakeX", True), ("Cooperlake", True),
+                                        ("SapphireRapids", True), ("Haswell", False),
+                                        ("HASWELL", False), ("Zen", False), (None, True)])
+def test_row_blocks_are_used_with_the_kernels_they_were_measured_faster_with(core, pays):
+    assert blas.blocks_pay_with(core) is pays
+
+
+def test_kernels_whose_own_split_is_faster_keep_every_product_whole(two_threads,
+                                                                     monkeypatch):
+    pool = blocks_or_skip(np.float32)
+    refuse_blocks(monkeypatch, pool)
+    monkeypatch.setattr(pool, "blocks_pay", False)
+    monkeypatch.setattr(blas, "_batch_plans", {})
+    rng = np.random.default_rng(5)
+    for m, k, n in MLP_BACKWARD_SHAPES:
+        a, b = rng.standard_normal((m, k), dtype=np.float32), \
+            rng.standard_normal((k, n), dtype=np.float32)
+        np.testing.assert_array_equal(blas.matmul(a, b), plain_product(a, b, 2))
 
 
 def test_a_transposed_b_stays_openblass_split(two_threads, monkeypatch):
