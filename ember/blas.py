@@ -87,7 +87,8 @@ def blocks_pay_with(core: str | None) -> bool:
     "Haswell", ...; None if unknown). With its AVX2 Haswell kernels (which
     ``OPENBLAS_CORETYPE=Haswell`` forces) its own split was the faster, on a Zen 5: the
     ReLU MLP's step 1.022-1.031x with blocks, against 0.978-0.983 with its AVX-512 kernels
-    there and on Zen 4 (docs/performance.md, sections 24 and 30)."""
+    there and on Zen 4 (docs/performance.md, sections 24 and 30). "Zen" is those AVX2
+    kernels with other block sizes: not measured, taken to be alike."""
     return core is None or core.lower() not in ("haswell", "zen")
 
 

@@ -49,9 +49,10 @@ BLOCK_SHAPES = [(200, 784, 256), (256, 200, 784), (200, 128, 256), (128, 200, 25
 
 MLP_BACKWARD_SHAPES = [(256, 200, 784), (200, 128, 256), (128, 200, 256)]  # dW1, dX2, dW2
 # OpenBLAS's own two-thread split gives the row blocks' bits for those shapes with its
-# AVX-512 kernels, which it picks on Zen 4 and Zen 5; with its Haswell (AVX2) kernels
-# (OPENBLAS_CORETYPE=Haswell) its split sums some columns in another order
-AVX512_KERNELS = ("SkylakeX", "Cooperlake", "SapphireRapids")
+# AVX-512 SkylakeX kernels, which it picks on Zen 4 and Zen 5 (the kernels this was
+# measured with); with its Haswell (AVX2) kernels (OPENBLAS_CORETYPE=Haswell) its split
+# sums some columns in another order
+AVX512_KERNELS = ("SkylakeX",)
 
 
 def openblas_kernels():
