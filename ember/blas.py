@@ -14,7 +14,10 @@ every thread the pool has, most as independent blocks of the output's rows, one 
 thread (``_in_blocks``). (The cut was 1e8 FLOPs until session 6; at 2e7 a
 784-256-... MLP at batch 200 ran 15% faster, at 1.2e7 (its 200x256 @ 256x128
 products, 13 MFLOP, on two threads) another 7-12%, and at 1e7 a 784-100-... MLP at
-batch 64 ran 20% slower: its 10 MFLOP products lose to the hand-off.)
+batch 64 ran 20% slower: its 10 MFLOP products lose to the hand-off.) On the Zen 5
+that replaced that machine, products from ``MID_MNK`` multiply-adds up ran faster on two
+threads, as long as ember's own threads (convolutions) do not need the second core:
+``matmul`` shares them only until ``ember.parallel`` starts its pool.
 
 The pool is found with ``threadpoolctl`` (an optional dependency). Without it,
 or with a BLAS other than OpenBLAS on pthreads, ``matmul`` is plain ``a @ b``.
@@ -37,12 +40,22 @@ from typing import Any
 from ember.backend import xp
 
 __all__ = ["matmul", "axpy", "split_pays", "column_sums", "set_num_threads", "get_num_threads",
-           "one_thread", "MULTITHREAD_FLOPS"]
+           "one_thread", "MULTITHREAD_FLOPS", "MID_MNK", "note_own_threads_started"]
 
 MULTITHREAD_FLOPS = 1.2e7
 """Products of fewer floating-point operations (2*M*K*N per BLAS call) run on one thread."""
 
+MID_MNK = 1.5e6
+"""Products of at least this many multiply-adds (M*N*K) but fewer than the
+``MULTITHREAD_FLOPS`` cut also use OpenBLAS's threads, as long as ember's own thread pool
+(``ember.parallel``: convolutions, big element-wise passes) has not started. Two pools
+that spin after their work fight for two cores (docs/performance.md, section 24), so once
+ember's has started they stay on one thread. Measured on a Zen 5 (section 30): the MLPs'
+steps 3-23% faster with these products on two threads; LeNet-5's 14% slower, which its
+convolutions' pool now prevents."""
+
 _np_matmul = xp.matmul
+_own_threads_started = False
 _OPENBLAS_SINGLE_MNK = 65536 * 4  # below this M*N*K OpenBLAS stays on one thread itself
 _MULTITHREAD_MNK = MULTITHREAD_FLOPS / 2
 _UNSET = object()
@@ -152,11 +165,17 @@ def set_num_threads(n: int) -> None:
     pool.set(n)
 
 
+def note_own_threads_started() -> None:
+    """Called by ``ember.parallel`` when its thread pool starts (see ``MID_MNK``)."""
+    global _own_threads_started
+    _own_threads_started = True
+
+
 def matmul(a: Any, b: Any, out: Any = None) -> Any:
     """``a @ b`` (into ``out`` if given), on one BLAS thread unless the product is
     big enough to share."""
     mnk = (a.shape[-2] if a.ndim > 1 else 1) * a.shape[-1] * b.shape[-1]
-    if mnk >= _MULTITHREAD_MNK:
+    if mnk >= _MULTITHREAD_MNK or (mnk >= MID_MNK and not _own_threads_started):
         _note_shared(b)  # see split_pays
         return _in_blocks(a, b, out)
     if mnk < _OPENBLAS_SINGLE_MNK:

@@ -78,6 +78,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     global _executor
     if _executor is None or _executor._max_workers < threads - 1:
         _executor = ThreadPoolExecutor(threads - 1, thread_name_prefix="ember-parallel")
+        blas.note_own_threads_started()  # mid-sized products keep to one thread from now
     return _executor
 
 

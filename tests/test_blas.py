@@ -20,6 +20,9 @@ def two_threads(monkeypatch):
         pytest.skip("NumPy's OpenBLAS pool is not reachable here")
     # the row blocks are tested whichever kernels OpenBLAS runs here (blocks_pay_with)
     monkeypatch.setattr(pool, "blocks_pay", True)
+    # mid-sized products on one thread, whether or not earlier tests started ember's own
+    # threads (MID_MNK); tests of the other case say so
+    monkeypatch.setattr(blas, "_own_threads_started", True)
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         yield
 
@@ -30,11 +33,17 @@ def plain_product(a, b, threads):
 
 
 @pytest.mark.parametrize("m, k, n", SHAPES)
-def test_matmul_equals_the_plain_product_and_restores_the_pool(two_threads, m, k, n):
+@pytest.mark.parametrize("own_threads_started", [True, False])
+def test_matmul_equals_the_plain_product_and_restores_the_pool(two_threads, monkeypatch, m,
+                                                               k, n, own_threads_started):
+    """Mid-sized products run on one BLAS thread, from ``MID_MNK`` multiply-adds up only
+    once ember's own threads have started; smaller and bigger ones on OpenBLAS's choice."""
+    monkeypatch.setattr(blas, "_own_threads_started", own_threads_started)
     rng = np.random.default_rng(0)
     a = rng.standard_normal((m, k), dtype=np.float32)
     b = rng.standard_normal((n, k), dtype=np.float32).T  # a transposed view, as in Linear
-    one_thread = 2 ** 18 <= m * k * n < blas.MULTITHREAD_FLOPS / 2
+    top = blas.MULTITHREAD_FLOPS / 2 if own_threads_started else blas.MID_MNK
+    one_thread = 2 ** 18 <= m * k * n < top
     expected = plain_product(a, b, 1 if one_thread else 2)  # bit for bit (b is W.T: no blocks)
     before = blas.get_num_threads()
     np.testing.assert_array_equal(blas.matmul(a, b), expected)

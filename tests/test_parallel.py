@@ -116,3 +116,13 @@ def test_on_threads_runs_once_per_thread_sharing_one_iterator(threads):
     results = parallel.on_threads(take, threads)
     assert [pooled for pooled, _ in results] == [False] + [True] * (threads - 1)
     assert sorted(i for _, got in results for i in got) == list(range(50))
+
+
+def test_starting_the_pool_keeps_mid_sized_products_on_one_blas_thread(three_threads,
+                                                                      monkeypatch):
+    """Two spinning pools fight for the cores (blas.MID_MNK): the first time ember's own
+    threads start, mid-sized products go back to one BLAS thread."""
+    monkeypatch.setattr(parallel, "_executor", None)
+    monkeypatch.setattr(blas, "_own_threads_started", False)
+    parallel.rows(lambda x: None, np.zeros((3, 1 << 20), np.float32))  # 12 MB: split
+    assert blas._own_threads_started
