@@ -50,9 +50,9 @@ MID_MNK = 1.5e6
 ``MULTITHREAD_FLOPS`` cut also use OpenBLAS's threads, as long as ember's own thread pool
 (``ember.parallel``: convolutions, big element-wise passes) has not started. Two pools
 that spin after their work fight for two cores (docs/performance.md, section 24), so once
-ember's has started they stay on one thread. Measured on a Zen 5 (section 30): the MLPs'
-steps 3-23% faster with these products on two threads; LeNet-5's 14% slower, which its
-convolutions' pool now prevents."""
+ember's has started they stay on one thread. Measured on a Zen 5 (section 30), with
+these products on two threads: the batch-64 MLPs' steps 5-23% faster, the ReLU MLP's 0-3%;
+LeNet-5's 14% slower, which its convolutions' pool now prevents."""
 
 _np_matmul = xp.matmul
 _own_threads_started = False
