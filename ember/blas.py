@@ -39,8 +39,9 @@ from typing import Any
 
 from ember.backend import xp
 
-__all__ = ["matmul", "axpy", "split_pays", "column_sums", "set_num_threads", "get_num_threads",
-           "one_thread", "MULTITHREAD_FLOPS", "MID_MNK", "note_own_threads_started"]
+__all__ = ["matmul", "kernel_set", "axpy", "split_pays", "column_sums", "set_num_threads",
+           "get_num_threads", "one_thread", "MULTITHREAD_FLOPS", "MID_MNK",
+           "note_own_threads_started"]
 
 MULTITHREAD_FLOPS = 1.2e7
 """Products of fewer floating-point operations (2*M*K*N per BLAS call) run on one thread."""
@@ -71,7 +72,7 @@ class _OpenBLASPool:
                  gemm_batch: dict | None = None, core: str | None = None) -> None:
         self.get, self.set, self.axpy = get, set_, axpy or {}
         self.gemm_batch = gemm_batch or {}
-        self.blocks_pay = blocks_pay_with(core)
+        self.blocks_pay, self.core = blocks_pay_with(core), core
 
 
 def _find_pool() -> _OpenBLASPool | None:
@@ -92,6 +93,13 @@ def _find_pool() -> _OpenBLASPool | None:
                                          _gemm_batch_kernels(lib.dynlib, prefix, suffix),
                                          getattr(lib, "architecture", None))
     return None
+
+
+def kernel_set() -> str | None:
+    """The kernels NumPy's OpenBLAS chose when it loaded ("SkylakeX", "Haswell", ...), as
+    threadpoolctl reports them; None when that BLAS is not OpenBLAS or not found."""
+    pool = _pool if _pool is not _UNSET else _blas_pool()
+    return pool.core if pool is not None else None
 
 
 def blocks_pay_with(core: str | None) -> bool:

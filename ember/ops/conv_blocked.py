@@ -40,7 +40,7 @@ from typing import Any
 
 from ember import blas, parallel
 from ember.backend import xp
-from ember.ops import kernels
+from ember.ops import kernels, simd
 
 __all__ = ["forward", "weight_grad", "on_blocks", "narrow", "winograd", "BLOCK_BYTES",
            "NARROW_MIN_WASTE", "THREADS", "WINOGRAD", "WINOGRAD_BLOCK_BYTES"]
@@ -160,7 +160,7 @@ def forward(x: Any, weight: Any, win: Any, bias: Any = None) -> Any:
             if is_narrow:  # the products are the output's samples as they are
                 _product_into(weight, block, out[start:start + count], column)
             else:
-                product = xp.matmul(weight, block, out=products[:count])
+                product = simd.matmul(weight, block, out=products[:count])
                 _crop_into(product.reshape(count, c_out, win.oh, win.wq), win,
                            out[start:start + count], column)
     on_blocks(run, win.n, per_block)
@@ -210,7 +210,7 @@ def _winograd_forward(x: Any, weight: Any, win: Any, bias: Any) -> Any:
             v = v_buf[:16 * c * count * tiles].reshape(16, c, count, tiles)
             kernels.winograd_input(padded.image[:count], v)
             m = m_buf[:16 * c_out * count * tiles].reshape(16, c_out, count * tiles)
-            xp.matmul(u, v.reshape(16, c, count * tiles), out=m)
+            simd.matmul(u, v.reshape(16, c, count * tiles), out=m)
             block = out[start:start + count]
             kernels.winograd_output(m.reshape(16, c_out, count, tiles), shift, block)
             if xp.isnan(block).any():  # ~5% of the output transform's time
@@ -222,7 +222,7 @@ def _winograd_forward(x: Any, weight: Any, win: Any, bias: Any) -> Any:
 def _product_into(weight: Any, block: Any, out: Any, column: Any) -> None:
     """``weight @ block`` (+ bias) straight into the output's (count, C_out, oh, ow)."""
     target = out.reshape(block.shape[0], weight.shape[0], -1)
-    xp.matmul(weight, block, out=target)
+    simd.matmul(weight, block, out=target)
     if column is not None:
         xp.add(target, column, out=target)
 
@@ -260,7 +260,8 @@ def weight_grad(x: Any, g: Any, win: Any) -> Any:
             xp.copyto(g_block[..., :win.ow], g[start:start + count].transpose(1, 0, 2, 3))
             # columns @ g^T rather than g @ columns^T: OpenBLAS runs this orientation of
             # a long inner dimension 1.1-1.4x faster (53 -> 73 GFLOP/s at 24 channels)
-            parts[start] = xp.matmul(block.reshape(rows, -1), g_block.reshape(c_out, -1).T)
+            parts[start] = simd.matmul(block.reshape(rows, -1),
+                                       g_block.reshape(c_out, -1).T)
         return parts
     parts = {start: part for found in on_blocks(run, win.n, per_block)
              for start, part in found.items()}

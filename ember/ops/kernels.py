@@ -44,7 +44,7 @@ __all__ = ["enabled", "set_enabled", "im2col", "block_im2col", "col2im_into", "m
            "sgd_update", "sgd_momentum_update", "cross_entropy_rows", "cross_entropy_long_rows",
            "cross_entropy_grad",
            "unit_normalize", "normalize_table", "winograd_input",
-           "winograd_output", "winograd_weights"]
+           "winograd_output", "winograd_weights", "jit_compiler"]
 
 _wanted = os.environ.get("EMBER_NUMBA", "1") != "0"
 _DTYPES = (xp.dtype(xp.float32), xp.dtype(xp.float64))
@@ -66,12 +66,7 @@ def _compile() -> Any:
         return False
 
     def compiler(**options: Any) -> Any:
-        def jit(fn: Any) -> Any:
-            try:  # cached on disk beside this file, or in the user's cache directory
-                return numba.njit(nogil=True, cache=True, **options)(fn)
-            except RuntimeError:  # neither is writable: compile each process instead
-                return numba.njit(nogil=True, **options)(fn)
-        return jit
+        return jit_compiler(numba, **options)
 
     jit, u = compiler(), numba.uint64
     # Indices are cast to unsigned: NumPy-style negative indexing makes Numba wrap signed
@@ -472,6 +467,16 @@ def _compile() -> Any:
         taps=taps_kernel, max_pool_2x2=max_pool_2x2_kernel, max_pool_grad=max_pool_grad_kernel,
         plane_moments=plane_moments_kernel, plane_grad_sums=plane_grad_sums_kernel,
         normalize=normalize_kernel, norm_input_grad=norm_input_grad_kernel)
+
+
+def jit_compiler(numba: Any, **options: Any) -> Any:
+    """A decorator compiling a kernel with Numba: GIL released, cached on disk."""
+    def jit(fn: Any) -> Any:
+        try:  # cached on disk beside this file, or in the user's cache directory
+            return numba.njit(nogil=True, cache=True, **options)(fn)
+        except RuntimeError:  # neither is writable: compile each process instead
+            return numba.njit(nogil=True, **options)(fn)
+    return jit
 
 
 def enabled(dtype: Any = None) -> bool:

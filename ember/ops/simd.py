@@ -1,0 +1,362 @@
+"""Float32 matrix products compiled for AVX-512, for CPUs whose BLAS leaves it unused.
+
+Why: NumPy's OpenBLAS runs the kernels it chose when it loaded. On an AVX-512 CPU whose
+environment sets ``OPENBLAS_CORETYPE=Haswell`` (the team's Zen 5 machine does) those are
+AVX2 kernels at about half the CPU's float32 peak: 100-125 GFLOP/s a core on the CIFAR
+CNN's convolution products. ember leaves that process-wide choice alone (it is the
+user's: docs/performance.md, section 30) and runs its convolutions' products, which are
+ember's own work, on the kernels below: 140-220 GFLOP/s a core on the same products
+(section 31).
+
+How: Numba has no vector type, and its loops did not keep a tile of sums in registers
+(sections 27-28). So this module gives Numba one: ``f32x16``, LLVM's ``<16 x float>`` (one
+AVX-512 register), with five intrinsics (``vload``, ``vstore``, ``vsplat``, ``vzero``,
+``vfma``). A kernel holds its tile of sums in local ``f32x16`` variables, which LLVM
+keeps in registers across the loop over the inner dimension:
+
+- ``nn``: ``c = a @ b`` with ``b``'s rows contiguous. Tiles of 6 rows x 32 columns (12
+  registers of sums); each step broadcasts one element of ``a`` per row and multiplies two
+  vectors of ``b``, read from a 32-column panel of ``b`` packed once and shared by every
+  tile of rows.
+- ``nt``: ``c = a @ b.T`` with both operands' rows contiguous (the weight gradient's
+  ``columns @ g^T``). Tiles of 6 x 4 dot products, each a 16-lane vector of partial sums
+  over the inner dimension, added up at the end.
+
+Rows past the edge of a tile read the last row again (no padded copy) and are not
+stored; columns past it are zeros in the packed panel. The sums run in another order
+than the BLAS's, so results agree with NumPy's products to rounding, not bit for bit;
+each output depends only on its operands, not on the thread or block that computed it.
+
+``matmul`` takes these kernels where ``wanted()``: Numba's kernels on (``kernels``), the
+CPU has AVX-512 and NumPy's BLAS runs kernels without it. Everywhere else it is NumPy's
+product. ``<16 x float>`` also compiles without AVX-512 (as two AVX2 halves), which is
+how the tests check these kernels on any CPU.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+from ember import blas
+from ember.backend import xp
+from ember.ops import kernels
+
+__all__ = ["matmul", "wanted", "set_wanted", "nn_into", "nt_into", "AVX512_BLAS"]
+
+AVX512_BLAS = ("skylakex", "cooperlake", "sapphirerapids")
+"""OpenBLAS's kernel sets that use AVX-512 themselves: where NumPy's BLAS runs one of
+these, its products stay (measured on Zen 5 with SkylakeX: faster than ``nt`` on the
+weight gradients' shapes, about as fast as ``nn``; section 31)."""
+_compiled: Any = None  # the kernels, made on first use, or False without Numba
+_wanted: bool | None = None  # None: decide from the CPU and the BLAS on first use
+_lock = threading.Lock()  # the first products may come from several threads at once
+_local = threading.local()  # each thread's scratch buffers (``_scratch``)
+
+
+def _compile() -> Any:
+    """The compiled kernels, or False when Numba is not installed."""
+    # the intrinsics are module globals, not closure variables: Numba keys its on-disk
+    # cache by a kernel's closure, and an intrinsic pickles with a new id in every process
+    global vload, vstore, vsplat, vzero, vfma
+    try:
+        import numba
+        from llvmlite import ir
+        from numba.extending import intrinsic, models, register_model
+    except ImportError:
+        return False
+    vector = ir.VectorType(ir.FloatType(), 16)
+    f32x16 = _vector_type(numba, models, register_model, vector)
+
+    def element(context: Any, builder: Any, array_type: Any, array: Any, index: Any) -> Any:
+        """A pointer to ``array``'s flat element ``index`` (C-contiguous; no bounds check)."""
+        data = context.make_array(array_type)(context, builder, array).data
+        return builder.gep(data, [index])
+
+    @intrinsic
+    def vload(typingctx, array, index):  # array[index:index + 16] as one vector
+        def codegen(context, builder, sig, args):
+            pointer = element(context, builder, sig.args[0], *args)
+            return builder.load(builder.bitcast(pointer, vector.as_pointer()), align=4)
+        return f32x16(array, index), codegen
+
+    @intrinsic
+    def vstore(typingctx, array, index, value):  # array[index:index + 16] = value
+        def codegen(context, builder, sig, args):
+            pointer = element(context, builder, sig.args[0], args[0], args[1])
+            builder.store(args[2], builder.bitcast(pointer, vector.as_pointer()), align=4)
+            return context.get_dummy_value()
+        return numba.types.void(array, index, value), codegen
+
+    @intrinsic
+    def vsplat(typingctx, array, index):  # array[index] in all 16 lanes
+        def codegen(context, builder, sig, args):
+            value = builder.load(element(context, builder, sig.args[0], *args), align=4)
+            lane0 = builder.insert_element(ir.Constant(vector, ir.Undefined), value,
+                                           ir.Constant(ir.IntType(32), 0))
+            zeros = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
+            return builder.shuffle_vector(lane0, ir.Constant(vector, ir.Undefined), zeros)
+        return f32x16(array, index), codegen
+
+    @intrinsic
+    def vzero(typingctx):
+        def codegen(context, builder, sig, args):
+            return ir.Constant(vector, [0.0] * 16)
+        return f32x16(), codegen
+
+    @intrinsic
+    def vfma(typingctx, a, b, c):  # a * b + c, one rounding per lane
+        def codegen(context, builder, sig, args):
+            module = builder.module
+            fma = module.globals.get("llvm.fma.v16f32") or ir.Function(
+                module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
+            return builder.call(fma, args)
+        return f32x16(f32x16, f32x16, f32x16), codegen
+
+    # each kernel replaces its Python function as a module global, where the kernels that
+    # call it find it (Numba resolves globals when it compiles the caller)
+    jit = kernels.jit_compiler(numba)
+    for name in ("pack_panel", "nn_kernel", "dot_6x4", "nt_kernel"):
+        globals()[name] = jit(globals()[name])
+    return SimpleNamespace(nn=nn_kernel, nt=nt_kernel)
+
+
+def _vector_type(numba: Any, models: Any, register_model: Any, vector: Any) -> Any:
+    """Numba's type for LLVM's ``<16 x float>``, a value held in one register."""
+    class F32x16(numba.types.Type):
+        def __init__(self) -> None:
+            super().__init__(name="f32x16")
+
+    @register_model(F32x16)
+    class F32x16Model(models.PrimitiveModel):
+        def __init__(self, dmm: Any, fe_type: Any) -> None:
+            super().__init__(dmm, fe_type, vector)
+    return F32x16()
+
+
+
+def wanted() -> bool:
+    """Whether ``matmul`` runs float32 products here: Numba's kernels on, and (decided once)
+    an AVX-512 CPU whose NumPy BLAS runs kernels without it. ``set_wanted`` overrides."""
+    global _wanted, _compiled
+    if not kernels.enabled(xp.float32):
+        return False
+    if _wanted is None:
+        _wanted = _cpu_has_avx512() and not _blas_has_avx512()
+    if _wanted and _compiled is None:
+        with _lock:
+            if _compiled is None:
+                _compiled = _compile()
+    return bool(_wanted and _compiled)
+
+
+def set_wanted(on: bool | None) -> bool | None:
+    """Use these kernels (True), NumPy's products (False) or decide from the CPU and BLAS
+    (None); returns the previous setting. Tests and probes switch them to compare."""
+    global _wanted
+    previous, _wanted = _wanted, on
+    return previous
+
+
+def _cpu_has_avx512() -> bool:
+    try:
+        from llvmlite import binding
+    except ImportError:
+        return False
+    return bool(binding.get_host_cpu_features().get("avx512f", False))
+
+
+def _blas_has_avx512() -> bool:
+    """Whether NumPy's OpenBLAS runs AVX-512 kernels; unknown BLAS libraries count as
+    having them (their products stay)."""
+    core = blas.kernel_set()
+    return core is None or core.lower() in AVX512_BLAS
+
+
+def matmul(a: Any, b: Any, out: Any = None) -> Any:
+    """``a @ b`` (into ``out`` if given) for a convolution's products: on the kernels here
+    where ``wanted()`` and the operands fit them, otherwise NumPy's ``matmul``.
+
+    They fit as float32 and C-contiguous, ``a`` (m, k) or (batch, m, k) and ``b`` (k, n)
+    or (batch, k, n) (``nn_into``), or both 2-D with ``b`` the transpose of a C-contiguous
+    (n, k) matrix (``nt_into``); ``out`` C-contiguous of the product's shape.
+
+    >>> import numpy as np
+    >>> a, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
+    >>> matmul(a, b).tolist()[0]
+    [3.0, 3.0, 3.0, 3.0]
+    """
+    if _fits(a, b, out) and wanted():
+        if a.ndim == 2 and b.ndim == 2 and not b.flags.c_contiguous:
+            return nt_into(a, b.T, out)
+        return nn_into(a, b, out)
+    return xp.matmul(a, b, out=out)
+
+
+def _fits(a: Any, b: Any, out: Any) -> bool:
+    f32 = xp.float32
+    if a.dtype != f32 or b.dtype != f32 or not a.flags.c_contiguous or a.ndim not in (2, 3):
+        return False
+    if b.ndim == 2 and a.ndim == 2 and not b.flags.c_contiguous:
+        ok, shape = b.T.flags.c_contiguous, (a.shape[0], b.shape[1])
+    elif b.ndim == 3 and a.ndim == 3 and a.shape[0] != b.shape[0]:
+        return False
+    else:
+        ok = b.flags.c_contiguous and b.ndim in (2, 3) and (a.ndim == 2 or b.ndim == 3)
+        shape = (*b.shape[:-2], a.shape[-2], b.shape[-1])
+    if not ok or a.shape[-1] != b.shape[-2]:
+        return False
+    return out is None or (out.dtype == f32 and out.flags.c_contiguous and out.shape == shape)
+
+
+def nn_into(a: Any, b: Any, out: Any = None) -> Any:
+    """``a @ b`` by ``nn_kernel``: ``a`` (m, k) or (batch, m, k), ``b`` (k, n) or (batch, k,
+    n), all float32 and C-contiguous (``matmul`` checks; this does not)."""
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    batch = b.shape[0] if b.ndim == 3 else 1
+    if out is None:
+        out = xp.empty((*b.shape[:-2], m, n), xp.float32)
+    scratch = _scratch(k)
+    _compiled.nn(a.reshape(-1), b.reshape(-1), out.reshape(-1), scratch.panel,
+                 scratch.spill, batch, m * k if a.ndim == 3 else 0, m, k, n)
+    return out
+
+
+def nt_into(a: Any, b_rows: Any, out: Any = None) -> Any:
+    """``a @ b_rows.T`` by ``nt_kernel``: ``a`` (m, k) and ``b_rows`` (n, k), float32 and
+    C-contiguous (``matmul`` checks; this does not)."""
+    (m, k), n = a.shape, b_rows.shape[0]
+    if out is None:
+        out = xp.empty((m, n), xp.float32)
+    _compiled.nt(a.reshape(-1), b_rows.reshape(-1), out.reshape(-1), _scratch(0).sums, m, k, n)
+    return out
+
+
+def _scratch(k: int) -> Any:
+    """This thread's buffers: a packed panel of at least k rows, the last columns' spill
+    row and ``dot_6x4``'s partial sums (the kernels run on several threads at once)."""
+    found = getattr(_local, "scratch", None)
+    if found is None:
+        found = _local.scratch = SimpleNamespace(panel=xp.empty(32 * max(k, 64), xp.float32),
+                                                 spill=xp.empty(6 * 32, xp.float32),
+                                                 sums=xp.empty(24 * 16, xp.float32))
+    elif found.panel.size < 32 * k:
+        found.panel = xp.empty(32 * k, xp.float32)
+    return found
+
+# The kernels. Compiled by ``_compile``, which also makes the intrinsics they call. Indices
+# are flat offsets into C-contiguous arrays; ``k`` is the inner dimension.
+
+def pack_panel(b, at, n, k, width, panel):
+    """Columns at:at + width of ``b`` (k rows of n) as a contiguous (k, 32) ``panel``,
+    zero past ``width``: every tile of rows then reads one stream of 32 columns."""
+    for row in range(k):
+        source, target = at + row * n, 32 * row
+        if width == 32:
+            vstore(panel, target, vload(b, source))
+            vstore(panel, target + 16, vload(b, source + 16))
+        else:
+            for col in range(32):
+                panel[target + col] = b[source + col] if col < width else 0.0
+
+
+def nn_kernel(a, b, c, panel, spill, batch, a_step, m, k, n):
+    """c[t] = a[t] @ b[t] for t < batch, of (m, k) by (k, n); ``a_step`` 0 shares one a.
+
+    Each tile is 6 rows x 32 columns of c, summed in 12 registers (s<row><half>). Rows
+    past the last read the last again and are not stored; an edge tile goes through
+    ``spill``. (One function: as separate compiled functions, tile and store took their
+    arrays with reference counting per call, up to 4x slower on small products.)"""
+    for t in range(batch):
+        a_at, b_at, c_at = t * a_step, t * k * n, t * m * n
+        last = a_at + (m - 1) * k
+        for col in range(0, n, 32):
+            width = min(32, n - col)
+            pack_panel(b, b_at + col, n, k, width, panel)
+            for row in range(0, m, 6):
+                r0 = a_at + row * k
+                r1, r2, r3 = min(r0 + k, last), min(r0 + 2 * k, last), min(r0 + 3 * k, last)
+                r4, r5 = min(r0 + 4 * k, last), min(r0 + 5 * k, last)
+                s00, s01, s10, s11, s20, s21 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+                s30, s31, s40, s41, s50, s51 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+                for j in range(k):  # a row of the panel times an element of each row of a
+                    low, high = vload(panel, 32 * j), vload(panel, 32 * j + 16)
+                    x = vsplat(a, r0 + j)
+                    s00, s01 = vfma(x, low, s00), vfma(x, high, s01)
+                    x = vsplat(a, r1 + j)
+                    s10, s11 = vfma(x, low, s10), vfma(x, high, s11)
+                    x = vsplat(a, r2 + j)
+                    s20, s21 = vfma(x, low, s20), vfma(x, high, s21)
+                    x = vsplat(a, r3 + j)
+                    s30, s31 = vfma(x, low, s30), vfma(x, high, s31)
+                    x = vsplat(a, r4 + j)
+                    s40, s41 = vfma(x, low, s40), vfma(x, high, s41)
+                    x = vsplat(a, r5 + j)
+                    s50, s51 = vfma(x, low, s50), vfma(x, high, s51)
+                count, at = min(6, m - row), c_at + row * n + col
+                full = count == 6 and width == 32
+                target, step, to = (c, n, at) if full else (spill, 32, 0)
+                vstore(target, to, s00), vstore(target, to + 16, s01)
+                vstore(target, to + step, s10), vstore(target, to + step + 16, s11)
+                vstore(target, to + 2 * step, s20), vstore(target, to + 2 * step + 16, s21)
+                vstore(target, to + 3 * step, s30), vstore(target, to + 3 * step + 16, s31)
+                vstore(target, to + 4 * step, s40), vstore(target, to + 4 * step + 16, s41)
+                vstore(target, to + 5 * step, s50), vstore(target, to + 5 * step + 16, s51)
+                if not full:
+                    for r in range(count):
+                        for j in range(width):
+                            c[at + r * n + j] = spill[32 * r + j]
+
+
+def dot_6x4(a, first_a, last_a, b, first_b, last_b, k, sums):
+    """The 24 dot products of 6 rows of ``a`` (from ``first_a``, clamped to ``last_a``) with
+    4 rows of ``b`` over their first k - k % 16 elements, each as 16 partial sums, into
+    ``sums`` in (a row, b row, lane) order."""
+    a0, a1, a2 = first_a, min(first_a + k, last_a), min(first_a + 2 * k, last_a)
+    a3, a4, a5 = min(first_a + 3 * k, last_a), min(first_a + 4 * k, last_a), \
+        min(first_a + 5 * k, last_a)
+    b0, b1 = first_b, min(first_b + k, last_b)
+    b2, b3 = min(first_b + 2 * k, last_b), min(first_b + 3 * k, last_b)
+    s00, s01, s02, s03, s10, s11 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+    s12, s13, s20, s21, s22, s23 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+    s30, s31, s32, s33, s40, s41 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+    s42, s43, s50, s51, s52, s53 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+    for j in range(0, k - k % 16, 16):
+        y0, y1, y2, y3 = vload(b, b0 + j), vload(b, b1 + j), vload(b, b2 + j), vload(b, b3 + j)
+        x = vload(a, a0 + j)
+        s00, s01, s02, s03 = vfma(x, y0, s00), vfma(x, y1, s01), vfma(x, y2, s02), vfma(x, y3, s03)
+        x = vload(a, a1 + j)
+        s10, s11, s12, s13 = vfma(x, y0, s10), vfma(x, y1, s11), vfma(x, y2, s12), vfma(x, y3, s13)
+        x = vload(a, a2 + j)
+        s20, s21, s22, s23 = vfma(x, y0, s20), vfma(x, y1, s21), vfma(x, y2, s22), vfma(x, y3, s23)
+        x = vload(a, a3 + j)
+        s30, s31, s32, s33 = vfma(x, y0, s30), vfma(x, y1, s31), vfma(x, y2, s32), vfma(x, y3, s33)
+        x = vload(a, a4 + j)
+        s40, s41, s42, s43 = vfma(x, y0, s40), vfma(x, y1, s41), vfma(x, y2, s42), vfma(x, y3, s43)
+        x = vload(a, a5 + j)
+        s50, s51, s52, s53 = vfma(x, y0, s50), vfma(x, y1, s51), vfma(x, y2, s52), vfma(x, y3, s53)
+    vstore(sums, 0, s00), vstore(sums, 16, s01), vstore(sums, 32, s02), vstore(sums, 48, s03)
+    vstore(sums, 64, s10), vstore(sums, 80, s11), vstore(sums, 96, s12), vstore(sums, 112, s13)
+    vstore(sums, 128, s20), vstore(sums, 144, s21), vstore(sums, 160, s22), vstore(sums, 176, s23)
+    vstore(sums, 192, s30), vstore(sums, 208, s31), vstore(sums, 224, s32), vstore(sums, 240, s33)
+    vstore(sums, 256, s40), vstore(sums, 272, s41), vstore(sums, 288, s42), vstore(sums, 304, s43)
+    vstore(sums, 320, s50), vstore(sums, 336, s51), vstore(sums, 352, s52), vstore(sums, 368, s53)
+
+
+def nt_kernel(a, b, c, sums, m, k, n):
+    """c = a @ b.T for ``a`` (m, k) and ``b`` (n, k): tiles of 6 x 4 dot products, each
+    its 16 lanes added in order, then the last k % 16 products."""
+    whole = k - k % 16
+    for row in range(0, m, 6):
+        for col in range(0, n, 4):
+            dot_6x4(a, row * k, (m - 1) * k, b, col * k, (n - 1) * k, k, sums)
+            for r in range(min(6, m - row)):
+                for s in range(min(4, n - col)):
+                    total = sums[(4 * r + s) * 16]
+                    for lane in range(1, 16):
+                        total += sums[(4 * r + s) * 16 + lane]
+                    for j in range(whole, k):
+                        total += a[(row + r) * k + j] * b[(col + s) * k + j]
+                    c[(row + r) * n + col + s] = total

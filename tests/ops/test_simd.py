@@ -1,0 +1,168 @@
+"""ember.ops.simd: the AVX-512 float32 products against float64 NumPy, the choice of when
+they run, and the convolutions that use them against the same convolutions without.
+
+The kernels compile on any x86 CPU (without AVX-512 as AVX2 halves), so these tests check
+them everywhere; only ``wanted()``'s default depends on the machine."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import ember
+from ember import blas
+from ember.nn import functional as F
+from ember.ops import kernels, simd
+
+pytestmark = pytest.mark.skipif(not kernels.enabled(np.float32), reason="needs Numba")
+
+
+@pytest.fixture
+def simd_on():
+    previous = simd.set_wanted(True)
+    assert simd.wanted()
+    yield
+    simd.set_wanted(previous)
+
+
+def assert_product_close(got, a, b):
+    """Within the float32 rounding bound of a k-term sum: |err| <= k u (|a| @ |b|), u the
+    unit roundoff, against the float64 product of the same float32 operands."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    k = a.shape[-1]
+    bound = (k + 1) * 2.0 ** -24 * (np.abs(a64) @ np.abs(b64)) + 1e-30
+    assert got.dtype == np.float32
+    assert np.all(np.abs(got - a64 @ b64) <= bound)
+
+
+# (m, k, n): whole tiles, every edge (rows past a tile of 6, columns past a panel of 32 or
+# a tile of 4, inner dimensions past a vector of 16), empty and one-element products
+SHAPES = [(6, 16, 32), (12, 48, 64), (7, 5, 33), (5, 17, 3), (1, 1, 1), (13, 0, 40),
+          (0, 4, 5), (24, 216, 1088), (50, 100, 47), (216, 3264, 24)]
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_nn_product(simd_on, m, k, n):
+    rng = np.random.default_rng(m * 1000 + k * 10 + n)
+    a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+    assert_product_close(simd.nn_into(a, b), a, b)
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_nt_product(simd_on, m, k, n):
+    rng = np.random.default_rng(m * 1000 + k * 10 + n + 1)
+    a, b_rows = rng.standard_normal((m, k), np.float32), rng.standard_normal((n, k), np.float32)
+    assert_product_close(simd.nt_into(a, b_rows), a, b_rows.T)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_batched_products_into_out(simd_on, shared):
+    """A stack of products, with one ``a`` for all (a convolution's weight) or one each
+    (Winograd's 16), written into ``out`` and nowhere else."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((7, 20) if shared else (5, 7, 20), np.float32)
+    b = rng.standard_normal((5, 20, 45), np.float32)
+    buffer = np.full(5 * 7 * 45 + 3, 7.0, np.float32)
+    out = buffer[:-3].reshape(5, 7, 45)
+    assert simd.matmul(a, b, out=out) is out
+    assert_product_close(out, np.broadcast_to(a, (5, 7, 20)), b)
+    assert np.all(buffer[-3:] == 7.0)
+
+
+def test_matmul_takes_the_kernels_only_where_they_fit(simd_on, monkeypatch):
+    """float32 C-contiguous operands (or ``b`` a transposed C-contiguous matrix) go to the
+    kernels; anything else is NumPy's product, with NumPy's errors."""
+    calls = []
+    monkeypatch.setattr(simd, "nn_into", lambda *a: calls.append("nn") or np.matmul(*a[:2]))
+    monkeypatch.setattr(simd, "nt_into", lambda a, b, out: calls.append("nt") or a @ b.T)
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((8, 9), np.float32), rng.standard_normal((9, 10), np.float32)
+    simd.matmul(a, b)
+    simd.matmul(a, np.ascontiguousarray(b.T).T)
+    simd.matmul(a, rng.standard_normal((3, 9, 4), np.float32))
+    assert calls == ["nn", "nt", "nn"]
+    calls.clear()
+    for x, y in [(a.astype(np.float64), b), (a, b.astype(np.float64)), (a.T.copy().T, b),
+                 (a, b[:, ::2]), (rng.standard_normal((3, 8, 9), np.float32), b)]:
+        np.testing.assert_allclose(simd.matmul(x, y), np.matmul(x, y), rtol=1e-6)
+    np.testing.assert_allclose(simd.matmul(a, b, out=np.empty((8, 10))), a @ b, rtol=1e-6)
+    with pytest.raises(ValueError, match="matmul"):
+        simd.matmul(a, a)
+    with pytest.raises(ValueError):
+        simd.matmul(a, b, out=np.empty((8, 11), np.float32))
+    assert calls == []
+
+
+@pytest.mark.parametrize("avx512, kernel_set, expected", [
+    (True, "Haswell", True), (True, "Zen", True), (True, "SkylakeX", False),
+    (True, "Cooperlake", False), (True, None, False), (False, "Haswell", False)])
+def test_wanted_on_avx512_cpus_whose_blas_lacks_it(monkeypatch, avx512, kernel_set, expected):
+    monkeypatch.setattr(simd, "_cpu_has_avx512", lambda: avx512)
+    monkeypatch.setattr(blas, "kernel_set", lambda: kernel_set)
+    previous = simd.set_wanted(None)
+    try:
+        assert simd.wanted() is expected
+        kernels.set_enabled(False)
+        assert simd.wanted() is False  # EMBER_NUMBA=0 switches these off too
+    finally:
+        kernels.set_enabled(True)
+        simd.set_wanted(previous)
+
+
+def test_kernel_set_names_numpys_openblas():
+    found = blas.kernel_set()
+    assert found is None or (isinstance(found, str) and found)
+
+
+CONV_CASES = [  # (input, weight, kwargs): each of conv_blocked's paths in float32
+    ((6, 5, 32, 32), (7, 5, 3, 3), dict(padding=1)),   # wide rows (32x32)
+    ((6, 8, 16, 16), (12, 8, 3, 3), dict(padding=1)),  # Winograd (narrow, 3x3, even)
+    ((5, 3, 9, 9), (8, 3, 3, 3), dict(padding=1)),     # narrow, odd size: im2col
+    ((4, 4, 12, 12), (6, 4, 5, 5), dict()),            # 5x5, no padding
+]
+
+
+@pytest.mark.parametrize("shapes, kwargs", [(c[:2], c[2]) for c in CONV_CASES])
+def test_float32_convolution_with_and_without_the_kernels(monkeypatch, shapes, kwargs):
+    """conv2d's output and gradients in float32 with the kernels and with NumPy's
+    products, both against torch in float64 within float32 rounding."""
+    from ember.ops import conv
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    tt = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in arrays]
+    expected = TF.conv2d(*tt, **kwargs)
+    g = np.cos(np.arange(expected.numel())).reshape(expected.shape).astype(np.float32)
+    expected.backward(torch.tensor(g, dtype=torch.float64))
+    previous = simd.set_wanted(None)
+    try:
+        for on in (True, False):
+            simd.set_wanted(on)
+            ts = [ember.tensor(a, requires_grad=True) for a in arrays]
+            out = F.conv2d(*ts, **kwargs)
+            assert out.grad_fn.blocked and out.dtype == ember.float32
+            out.backward(ember.tensor(g))
+            scale = np.abs(expected.detach().numpy()).max()
+            np.testing.assert_allclose(out.array, expected.detach().numpy(), rtol=1e-4,
+                                       atol=1e-5 * scale)
+            for mine, theirs in zip(ts, tt):
+                np.testing.assert_allclose(mine.grad.array, theirs.grad.numpy(), rtol=1e-4,
+                                           atol=1e-5 * np.abs(theirs.grad.numpy()).max())
+    finally:
+        simd.set_wanted(previous)
+
+
+def test_convolution_takes_the_kernels(simd_on, monkeypatch):
+    """The blocked convolution's products all go through ``simd.matmul``."""
+    from ember.ops import conv
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    calls = []
+    real_nn, real_nt = simd.nn_into, simd.nt_into
+    monkeypatch.setattr(simd, "nn_into", lambda *a: calls.append("nn") or real_nn(*a))
+    monkeypatch.setattr(simd, "nt_into", lambda *a: calls.append("nt") or real_nt(*a))
+    x = ember.tensor(np.ones((4, 8, 16, 16), np.float32), requires_grad=True)
+    w = ember.tensor(np.ones((12, 8, 3, 3), np.float32), requires_grad=True)
+    out = F.conv2d(x, w, padding=1)
+    out.sum().backward()
+    assert out.grad_fn.blocked
+    assert "nn" in calls and "nt" in calls
