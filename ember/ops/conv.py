@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ember import parallel
-from ember.ops import conv_blocked, kernels
+from ember.ops import conv_blocked, kernels, simd
 from ember.autograd import FUNCTIONS, Function, register, register_composed
 from ember.backend import xp
 from ember.tensor import Tensor
@@ -425,7 +425,7 @@ def sample_matmul(w: Any, cols: Any) -> Any:
 
     def products(out_block: Any, cols_block: Any) -> None:
         if groups == 1:
-            xp.matmul(w[0], cols_block, out=out_block)
+            simd.matmul(w[0], cols_block, out=out_block)
         else:
             xp.matmul(w, cols_block.reshape(len(cols_block), groups, q, length),
                       out=out_block.reshape(len(out_block), groups, p, length))
@@ -478,7 +478,7 @@ def streamed_forward(x: Any, w: Any, win: Window) -> Any:
 
     def use(start: int, stop: int, cols: Any) -> None:
         if groups == 1:
-            xp.matmul(w[0], cols, out=out[start:stop])
+            simd.matmul(w[0], cols, out=out[start:stop])
         else:
             xp.matmul(w, cols.reshape(stop - start, groups, q, -1),
                       out=out[start:stop].reshape(stop - start, groups, p, -1))

@@ -166,3 +166,23 @@ def test_convolution_takes_the_kernels(simd_on, monkeypatch):
     out.sum().backward()
     assert out.grad_fn.blocked
     assert "nn" in calls and "nt" in calls
+
+
+@pytest.mark.parametrize("sample_layout", [True, False])
+def test_equal_neighbourhoods_give_equal_outputs(simd_on, monkeypatch, sample_layout):
+    """Each output is the same chain of fused multiply-adds wherever it sits, so in
+    float32 too an image whose rows repeat gives repeating output rows. (OpenBLAS's AVX2
+    kernels round some positions differently: the ties that max-pooling then breaks
+    apart sent the CIFAR CNN's float32 gradients 1e-2 away from float64's;
+    docs/performance.md, section 31.)"""
+    from ember.ops import conv
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", sample_layout)
+    monkeypatch.setattr(conv, "SAMPLE_MAX_WORK", 1 << 30)  # the per-sample path as asked
+    rng = np.random.default_rng(6)
+    row = rng.standard_normal((4, 3, 1, 32)).astype(np.float32)
+    x = ember.tensor(np.repeat(row, 32, axis=2))
+    w = ember.tensor(rng.standard_normal((24, 3, 3, 3)).astype(np.float32), requires_grad=True)
+    out = F.conv2d(x, w, padding=1)
+    assert out.grad_fn.blocked is not sample_layout
+    inner = out.array[:, :, 1:-1]
+    assert np.all(inner == inner[:, :, :1])
