@@ -449,7 +449,11 @@ def sample_weight_grad(g: Any, cols: Any, groups: int) -> Any:
 
 
 def _products_into(a: Any, b: Any, out: Any) -> None:
-    xp.matmul(a, b, out=out)
+    """``out = a @ b`` for (n, groups, ...) stacks: one group on ``simd``'s kernels."""
+    if a.shape[1] == 1:
+        simd.matmul(a[:, 0], b[:, 0], out=out[:, 0])
+    else:
+        xp.matmul(a, b, out=out)
 
 
 def _column_blocks(x: Any, win: Window, use: Any) -> None:
@@ -494,14 +498,18 @@ def streamed_input_grad(gy: Any, w: Any, win: Window) -> Any:
     n, length = win.n, win.oh * win.ow
     img = xp.zeros((n, win.c, win.hp, win.wp), xp.result_type(w, gy))
     per_block = max(1, STREAM_BLOCK_BYTES // (groups * q * length * img.itemsize))
-    w_t = swap(w)  # (groups, q, p)
+    w_t = xp.ascontiguousarray(swap(w))  # (groups, q, p): small; simd takes it contiguous
 
     def run(starts: Any) -> None:
         cols = xp.empty((min(per_block, n), groups, q, length), img.dtype)
         for start in starts:
             stop = min(start + per_block, n)
             block = cols[:stop - start]
-            xp.matmul(w_t, gy[start:stop].reshape(stop - start, groups, p, length), out=block)
+            g_block = gy[start:stop].reshape(stop - start, groups, p, length)
+            if groups == 1:
+                simd.matmul(w_t[0], g_block[:, 0], out=block[:, 0])
+            else:
+                xp.matmul(w_t, g_block, out=block)
             kernels.col2im_into(block.reshape(stop - start, win.c, win.kh, win.kw, win.oh,
                                               win.ow), img[start:stop], win)
     conv_blocked.on_blocks(run, n, per_block)
@@ -517,8 +525,8 @@ def streamed_weight_grad(g: Any, x: Any, win: Window, groups: int) -> Any:
     products = xp.empty((n, groups, k // groups, c_out // groups), xp.result_type(x, g))
 
     def use(start: int, stop: int, cols: Any) -> None:
-        xp.matmul(cols.reshape(stop - start, groups, k // groups, length), gy[start:stop],
-                  out=products[start:stop])
+        _products_into(cols.reshape(stop - start, groups, k // groups, length), gy[start:stop],
+                       products[start:stop])
     _column_blocks(x, win, use)
     return swap(products.sum(axis=0)).reshape(c_out, k // groups)
 

@@ -18,7 +18,7 @@ keeps in registers across the loop over the inner dimension:
   registers of sums); each step broadcasts one element of ``a`` per row and multiplies two
   vectors of ``b``, read from a 32-column panel of ``b`` packed once and shared by every
   tile of rows.
-- ``nt``: ``c = a @ b.T`` with both operands' rows contiguous (the weight gradient's
+- ``nt``: ``c = a @ b.T`` with both operands' rows contiguous (the weight gradients'
   ``columns @ g^T``). Tiles of 6 x 4 dot products, each a 16-lane vector of partial sums
   over the inner dimension, added up at the end.
 
@@ -43,12 +43,17 @@ from ember import blas
 from ember.backend import xp
 from ember.ops import kernels
 
-__all__ = ["matmul", "wanted", "set_wanted", "nn_into", "nt_into", "AVX512_BLAS"]
+__all__ = ["matmul", "wanted", "set_wanted", "nn_into", "nt_into", "AVX512_BLAS", "NT_MIN_K"]
 
 AVX512_BLAS = ("skylakex", "cooperlake", "sapphirerapids")
 """OpenBLAS's kernel sets that use AVX-512 themselves: where NumPy's BLAS runs one of
 these, its products stay (measured on Zen 5 with SkylakeX: faster than ``nt`` on the
 weight gradients' shapes, about as fast as ``nn``; section 31)."""
+NT_MIN_K = 256
+"""``nt``'s shortest inner dimension: each tile ends in 24 sums of 16 lanes, in scalar
+code, which on short rows costs more than the products (LeNet-5's 150x100 @ (16x100)^T
+per sample: 24 GFLOP/s against OpenBLAS's 85 with AVX2; its 25x784 @ (6x784)^T: 85
+against 30; section 31)."""
 _compiled: Any = None  # the kernels, made on first use, or False without Numba
 _wanted: bool | None = None  # None: decide from the CPU and the BLAS on first use
 _lock = threading.Lock()  # the first products may come from several threads at once
@@ -178,36 +183,40 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     """``a @ b`` (into ``out`` if given) for a convolution's products: on the kernels here
     where ``wanted()`` and the operands fit them, otherwise NumPy's ``matmul``.
 
-    They fit as float32 and C-contiguous, ``a`` (m, k) or (batch, m, k) and ``b`` (k, n)
-    or (batch, k, n) (``nn_into``), or both 2-D with ``b`` the transpose of a C-contiguous
-    (n, k) matrix (``nt_into``); ``out`` C-contiguous of the product's shape.
+    They fit as float32, ``a`` (m, k) or (batch, m, k) C-contiguous, ``b`` (k, n) or
+    (batch, k, n) either C-contiguous (``nn_into``) or, with k >= ``NT_MIN_K``, the
+    transpose of C-contiguous (n, k) matrices (``nt_into``), and ``out`` C-contiguous of
+    the product's shape.
 
     >>> import numpy as np
     >>> a, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
     >>> matmul(a, b).tolist()[0]
     [3.0, 3.0, 3.0, 3.0]
     """
-    if _fits(a, b, out) and wanted():
-        if a.ndim == 2 and b.ndim == 2 and not b.flags.c_contiguous:
-            return nt_into(a, b.T, out)
+    layout = _layout(a, b, out)
+    if layout is not None and wanted():
+        if layout == "nt":
+            return nt_into(a, xp.swapaxes(b, -1, -2), out)
         return nn_into(a, b, out)
     return xp.matmul(a, b, out=out)
 
 
-def _fits(a: Any, b: Any, out: Any) -> bool:
+def _layout(a: Any, b: Any, out: Any) -> str | None:
+    """"nn" or "nt" where the kernels take these operands, else None."""
     f32 = xp.float32
-    if a.dtype != f32 or b.dtype != f32 or not a.flags.c_contiguous or a.ndim not in (2, 3):
-        return False
-    if b.ndim == 2 and a.ndim == 2 and not b.flags.c_contiguous:
-        ok, shape = b.T.flags.c_contiguous, (a.shape[0], b.shape[1])
-    elif b.ndim == 3 and a.ndim == 3 and a.shape[0] != b.shape[0]:
-        return False
-    else:
-        ok = b.flags.c_contiguous and b.ndim in (2, 3) and (a.ndim == 2 or b.ndim == 3)
-        shape = (*b.shape[:-2], a.shape[-2], b.shape[-1])
-    if not ok or a.shape[-1] != b.shape[-2]:
-        return False
-    return out is None or (out.dtype == f32 and out.flags.c_contiguous and out.shape == shape)
+    if a.dtype != f32 or b.dtype != f32 or not a.flags.c_contiguous or \
+            not 2 <= b.ndim <= 3 or not a.ndim <= b.ndim or a.ndim < 2:
+        return None
+    if (a.ndim == 3 and a.shape[0] != b.shape[0]) or a.shape[-1] != b.shape[-2]:
+        return None
+    shape = (*b.shape[:-2], a.shape[-2], b.shape[-1])
+    if out is not None and (out.dtype != f32 or not out.flags.c_contiguous or
+                            out.shape != shape):
+        return None
+    if b.flags.c_contiguous:
+        return "nn"
+    transposed = xp.swapaxes(b, -1, -2).flags.c_contiguous
+    return "nt" if transposed and a.shape[-1] >= NT_MIN_K else None
 
 
 def nn_into(a: Any, b: Any, out: Any = None) -> Any:
@@ -225,12 +234,16 @@ def nn_into(a: Any, b: Any, out: Any = None) -> Any:
 
 
 def nt_into(a: Any, b_rows: Any, out: Any = None) -> Any:
-    """``a @ b_rows.T`` by ``nt_kernel``: ``a`` (m, k) and ``b_rows`` (n, k), float32 and
-    C-contiguous (``matmul`` checks; this does not)."""
-    (m, k), n = a.shape, b_rows.shape[0]
+    """``a @ b_rows.T`` (for each matrix of a stack) by ``nt_kernel``: ``a`` (m, k) or
+    (batch, m, k), ``b_rows`` (n, k) or (batch, n, k), float32 and C-contiguous
+    (``matmul`` checks; this does not)."""
+    m, k = a.shape[-2:]
+    n = b_rows.shape[-2]
+    batch = b_rows.shape[0] if b_rows.ndim == 3 else 1
     if out is None:
-        out = xp.empty((m, n), xp.float32)
-    _compiled.nt(a.reshape(-1), b_rows.reshape(-1), out.reshape(-1), _scratch(0).sums, m, k, n)
+        out = xp.empty((*b_rows.shape[:-2], m, n), xp.float32)
+    _compiled.nt(a.reshape(-1), b_rows.reshape(-1), out.reshape(-1), _scratch(0).sums, batch,
+                 m * k if a.ndim == 3 else 0, m, k, n)
     return out
 
 
@@ -345,18 +358,23 @@ def dot_6x4(a, first_a, last_a, b, first_b, last_b, k, sums):
     vstore(sums, 320, s50), vstore(sums, 336, s51), vstore(sums, 352, s52), vstore(sums, 368, s53)
 
 
-def nt_kernel(a, b, c, sums, m, k, n):
-    """c = a @ b.T for ``a`` (m, k) and ``b`` (n, k): tiles of 6 x 4 dot products, each
-    its 16 lanes added in order, then the last k % 16 products."""
+def nt_kernel(a, b, c, sums, batch, a_step, m, k, n):
+    """c[t] = a[t] @ b[t].T for t < batch, ``a[t]`` (m, k) and ``b[t]`` (n, k); ``a_step`` 0
+    shares one a. Tiles of 6 x 4 dot products, each its 16 lanes added in order, then the
+    last k % 16 products."""
     whole = k - k % 16
-    for row in range(0, m, 6):
-        for col in range(0, n, 4):
-            dot_6x4(a, row * k, (m - 1) * k, b, col * k, (n - 1) * k, k, sums)
-            for r in range(min(6, m - row)):
-                for s in range(min(4, n - col)):
-                    total = sums[(4 * r + s) * 16]
-                    for lane in range(1, 16):
-                        total += sums[(4 * r + s) * 16 + lane]
-                    for j in range(whole, k):
-                        total += a[(row + r) * k + j] * b[(col + s) * k + j]
-                    c[(row + r) * n + col + s] = total
+    for t in range(batch):
+        a_at, b_at, c_at = t * a_step, t * n * k, t * m * n
+        for row in range(0, m, 6):
+            for col in range(0, n, 4):
+                dot_6x4(a, a_at + row * k, a_at + (m - 1) * k, b, b_at + col * k,
+                        b_at + (n - 1) * k, k, sums)
+                for r in range(min(6, m - row)):
+                    for s in range(min(4, n - col)):
+                        total = sums[(4 * r + s) * 16]
+                        for lane in range(1, 16):
+                            total += sums[(4 * r + s) * 16 + lane]
+                        x, y = a_at + (row + r) * k, b_at + (col + s) * k
+                        for j in range(whole, k):
+                            total += a[x + j] * b[y + j]
+                        c[c_at + (row + r) * n + col + s] = total

@@ -56,12 +56,16 @@ def test_nt_product(simd_on, m, k, n):
 
 
 @pytest.mark.parametrize("shared", [True, False])
-def test_batched_products_into_out(simd_on, shared):
+@pytest.mark.parametrize("transposed", [False, True])
+def test_batched_products_into_out(simd_on, shared, transposed):
     """A stack of products, with one ``a`` for all (a convolution's weight) or one each
-    (Winograd's 16), written into ``out`` and nowhere else."""
+    (Winograd's 16, the per-sample weight gradients), ``b`` C-contiguous or a stack of
+    transposed C-contiguous matrices, written into ``out`` and nowhere else."""
     rng = np.random.default_rng(3)
     a = rng.standard_normal((7, 20) if shared else (5, 7, 20), np.float32)
     b = rng.standard_normal((5, 20, 45), np.float32)
+    if transposed:
+        b = np.ascontiguousarray(b.transpose(0, 2, 1)).transpose(0, 2, 1)
     buffer = np.full(5 * 7 * 45 + 3, 7.0, np.float32)
     out = buffer[:-3].reshape(5, 7, 45)
     assert simd.matmul(a, b, out=out) is out
@@ -70,24 +74,33 @@ def test_batched_products_into_out(simd_on, shared):
 
 
 def test_matmul_takes_the_kernels_only_where_they_fit(simd_on, monkeypatch):
-    """float32 C-contiguous operands (or ``b`` a transposed C-contiguous matrix) go to the
-    kernels; anything else is NumPy's product, with NumPy's errors."""
+    """float32 C-contiguous operands (or ``b`` a transposed C-contiguous matrix with a long
+    enough inner dimension) go to the kernels; anything else is NumPy's product, with
+    NumPy's errors."""
     calls = []
     monkeypatch.setattr(simd, "nn_into", lambda *a: calls.append("nn") or np.matmul(*a[:2]))
-    monkeypatch.setattr(simd, "nt_into", lambda a, b, out: calls.append("nt") or a @ b.T)
+    monkeypatch.setattr(simd, "nt_into", lambda a, b, out: calls.append("nt") or
+                        a @ np.swapaxes(b, -1, -2))
     rng = np.random.default_rng(4)
     a, b = rng.standard_normal((8, 9), np.float32), rng.standard_normal((9, 10), np.float32)
+    long_a = rng.standard_normal((8, simd.NT_MIN_K), np.float32)
     simd.matmul(a, b)
-    simd.matmul(a, np.ascontiguousarray(b.T).T)
+    simd.matmul(long_a, rng.standard_normal((10, simd.NT_MIN_K), np.float32).T)
     simd.matmul(a, rng.standard_normal((3, 9, 4), np.float32))
-    assert calls == ["nn", "nt", "nn"]
+    simd.matmul(long_a, rng.standard_normal((3, 4, simd.NT_MIN_K), np.float32).transpose(0, 2, 1))
+    assert calls == ["nn", "nt", "nn", "nt"]
     calls.clear()
     for x, y in [(a.astype(np.float64), b), (a, b.astype(np.float64)), (a.T.copy().T, b),
-                 (a, b[:, ::2]), (rng.standard_normal((3, 8, 9), np.float32), b)]:
+                 (a, b[:, ::2]), (rng.standard_normal((3, 8, 9), np.float32), b), (a[None], b),
+                 (a, rng.standard_normal((2, 3, 9, 4), np.float32)),
+                 (a, np.ascontiguousarray(b.T).T)]:  # transposed, but a short inner dimension
         np.testing.assert_allclose(simd.matmul(x, y), np.matmul(x, y), rtol=1e-6)
     np.testing.assert_allclose(simd.matmul(a, b, out=np.empty((8, 10))), a @ b, rtol=1e-6)
     with pytest.raises(ValueError, match="matmul"):
         simd.matmul(a, a)
+    with pytest.raises(ValueError, match="broadcast"):  # NumPy's own error
+        simd.matmul(rng.standard_normal((2, 8, 9), np.float32),
+                    rng.standard_normal((3, 9, 4), np.float32))
     with pytest.raises(ValueError):
         simd.matmul(a, b, out=np.empty((8, 11), np.float32))
     assert calls == []
