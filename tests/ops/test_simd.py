@@ -199,3 +199,16 @@ def test_equal_neighbourhoods_give_equal_outputs(simd_on, monkeypatch, sample_la
     assert out.grad_fn.blocked is not sample_layout
     inner = out.array[:, :, 1:-1]
     assert np.all(inner == inner[:, :, :1])
+
+
+def test_kernels_close_over_nothing_that_pickles_differently_per_process(simd_on):
+    """As in ember.ops.kernels: a closure holding a compiled function or an intrinsic
+    would miss Numba's on-disk cache in every process (section 29)."""
+    from numba.core.dispatcher import Dispatcher
+    from numba.core.extending import _Intrinsic
+    compiled = [k for k in vars(simd).values() if isinstance(k, Dispatcher)]
+    assert {k.py_func.__name__ for k in compiled} >= {"nn_kernel", "nt_kernel", "pack_panel"}
+    for kernel in compiled:
+        for cell in kernel.py_func.__closure__ or ():
+            assert not isinstance(cell.cell_contents, (Dispatcher, _Intrinsic)), \
+                (kernel.py_func.__name__, cell.cell_contents)
