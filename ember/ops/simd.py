@@ -73,7 +73,18 @@ def _compile() -> Any:
         return False
     vector = ir.VectorType(ir.FloatType(), 16)
     f32x16 = _vector_type(numba, models, register_model, vector)
+    vload, vstore, vsplat, vzero, vfma = _intrinsics(numba, ir, intrinsic, vector, f32x16)
+    # each kernel replaces its Python function as a module global, where the kernels that
+    # call it find it (Numba resolves globals when it compiles the caller)
+    jit = kernels.jit_compiler(numba)
+    for name in ("pack_panel", "nn_kernel", "dot_6x4", "nt_kernel"):
+        globals()[name] = jit(globals()[name])
+    return SimpleNamespace(nn=nn_kernel, nt=nt_kernel)
 
+
+def _intrinsics(numba: Any, ir: Any, intrinsic: Any, vector: Any, f32x16: Any) -> tuple:
+    """``vload``, ``vstore``, ``vsplat``, ``vzero`` and ``vfma``: what a kernel does with
+    ``f32x16`` values, each a few LLVM instructions."""
     def element(context: Any, builder: Any, array_type: Any, array: Any, index: Any) -> Any:
         """A pointer to ``array``'s flat element ``index`` (C-contiguous; no bounds check)."""
         data = context.make_array(array_type)(context, builder, array).data
@@ -118,13 +129,7 @@ def _compile() -> Any:
                 module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
             return builder.call(fma, args)
         return f32x16(f32x16, f32x16, f32x16), codegen
-
-    # each kernel replaces its Python function as a module global, where the kernels that
-    # call it find it (Numba resolves globals when it compiles the caller)
-    jit = kernels.jit_compiler(numba)
-    for name in ("pack_panel", "nn_kernel", "dot_6x4", "nt_kernel"):
-        globals()[name] = jit(globals()[name])
-    return SimpleNamespace(nn=nn_kernel, nt=nt_kernel)
+    return vload, vstore, vsplat, vzero, vfma
 
 
 def _vector_type(numba: Any, models: Any, register_model: Any, vector: Any) -> Any:
@@ -138,7 +143,6 @@ def _vector_type(numba: Any, models: Any, register_model: Any, vector: Any) -> A
         def __init__(self, dmm: Any, fe_type: Any) -> None:
             super().__init__(dmm, fe_type, vector)
     return F32x16()
-
 
 
 def wanted() -> bool:
@@ -248,8 +252,9 @@ def nt_into(a: Any, b_rows: Any, out: Any = None) -> Any:
 
 
 def _scratch(k: int) -> Any:
-    """This thread's buffers: a packed panel of at least k rows, the last columns' spill
-    row and ``dot_6x4``'s partial sums (the kernels run on several threads at once)."""
+    """This thread's buffers: a packed panel of at least k rows, a 6 x 32 spill tile for
+    edge tiles and ``dot_6x4``'s partial sums (the kernels run on several threads at
+    once)."""
     found = getattr(_local, "scratch", None)
     if found is None:
         found = _local.scratch = SimpleNamespace(panel=xp.empty(32 * max(k, 64), xp.float32),
