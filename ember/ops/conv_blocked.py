@@ -6,7 +6,8 @@ and read back by the matrix product, and the product then needs a layout change
 to NCHW. Here the batch is cut into blocks of ``BLOCK_BYTES`` of columns: a block
 is built, multiplied and dropped while it is still in the core's cache, and its
 product is already NCHW. Two threads take blocks in turn, each with its own
-buffers and its products on one BLAS thread (``blas.one_thread``).
+buffers and its products on one BLAS thread (``blas.one_thread``), or on ember's own
+AVX-512 kernels where NumPy's BLAS does not use AVX-512 (``simd.matmul``, section 31).
 Measured on the CIFAR CNN's layers (docs/performance.md, section 12): forward +
 backward 20-35% faster than the whole-batch layout, e.g. 81 -> 55 ms for
 24 -> 24 channels at 32x32.
