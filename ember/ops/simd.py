@@ -190,7 +190,7 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     They fit as float32, ``a`` (m, k) or (batch, m, k) C-contiguous, ``b`` (k, n) or
     (batch, k, n) either C-contiguous (``nn_into``) or, with k >= ``NT_MIN_K``, the
     transpose of C-contiguous (n, k) matrices (``nt_into``), and ``out`` C-contiguous of
-    the product's shape.
+    the product's shape, apart from both.
 
     >>> import numpy as np
     >>> a, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
@@ -215,8 +215,9 @@ def _layout(a: Any, b: Any, out: Any) -> str | None:
         return None
     shape = (*b.shape[:-2], a.shape[-2], b.shape[-1])
     if out is not None and (out.dtype != f32 or not out.flags.c_contiguous or
-                            out.shape != shape):
-        return None
+                            out.shape != shape or xp.may_share_memory(out, a) or
+                            xp.may_share_memory(out, b)):
+        return None  # (an ``out`` over an operand: NumPy's product copies first)
     if b.flags.c_contiguous:
         return "nn"
     transposed = xp.swapaxes(b, -1, -2).flags.c_contiguous

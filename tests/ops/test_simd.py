@@ -103,6 +103,10 @@ def test_matmul_takes_the_kernels_only_where_they_fit(simd_on, monkeypatch):
                     rng.standard_normal((3, 9, 4), np.float32))
     with pytest.raises(ValueError):
         simd.matmul(a, b, out=np.empty((8, 11), np.float32))
+    square = rng.standard_normal((9, 9), np.float32)
+    expected = square @ square
+    simd.matmul(square, square, out=square)  # out over the operands: NumPy copies first
+    np.testing.assert_allclose(square, expected, rtol=1e-6)
     assert calls == []
 
 
