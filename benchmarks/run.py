@@ -219,6 +219,14 @@ def kernels_in_use() -> str:
     return f"on (Numba {numba.__version__})"
 
 
+def simd_in_use() -> str:
+    """Whether the convolutions' float32 products run on ember's AVX-512 kernels, and why."""
+    from ember.ops import simd
+    if simd.wanted():
+        return "on (this CPU has AVX-512; NumPy's BLAS kernels do not use it)"
+    return "off (no Numba, no AVX-512, or NumPy's BLAS uses AVX-512 itself): NumPy's products"
+
+
 def header(args: argparse.Namespace, peak: dict, threads: int, sources: list[str]) -> list[str]:
     import torch
 
@@ -235,6 +243,7 @@ def header(args: argparse.Namespace, peak: dict, threads: int, sources: list[str
         f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'not set (torch defaults)')}",
         f"- NumPy's BLAS (ember's and the NumPy reference's products): {measure.blas_summary()}",
         f"- ember's compiled kernels (ember/ops/kernels.py): {kernels_in_use()}",
+        f"- ember's AVX-512 products for convolutions (ember/ops/simd.py): {simd_in_use()}",
         f"- float32 GEMM peak measured in this run (best of {PEAK[args.quick][1]} products of "
         f"{PEAK[args.quick][0]}² matrices): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items())
         + " GFLOP/s; '% peak' divides by the largest",

@@ -95,6 +95,15 @@ def test_header_names_threads_peak_and_data(quick_report):
     assert "GEMM peak measured in this run" in quick_report
     assert "- Data: MNIST" in quick_report
     assert "- NumPy's BLAS (ember's and the NumPy reference's products): " in quick_report
+    assert "- ember's AVX-512 products for convolutions (ember/ops/simd.py): " in quick_report
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_header_says_whether_the_simd_products_ran(monkeypatch, on):
+    from benchmarks import run
+    from ember.ops import simd
+    monkeypatch.setattr(simd, "wanted", lambda: on)
+    assert run.simd_in_use().startswith("on (" if on else "off (")
 
 
 def test_blas_summary_names_the_kernels_and_what_forced_them(monkeypatch):
