@@ -206,7 +206,9 @@ def blas_summary() -> str:
                 if k in os.environ]
     if steering:
         text += f" (set in the environment: {', '.join(steering)})"
-    if "avx512f" in _cpu_fields().get("flags", "").split() and \
-            info.get("architecture") in ("Haswell", "Zen", "Sandybridge"):
+    from ember.blas import kernels_use_avx512
+    core = info.get("architecture")
+    if core and not kernels_use_avx512(core) and \
+            "avx512f" in _cpu_fields().get("flags", "").split():
         text += "; this CPU has AVX-512, which these kernels do not use"
     return text

@@ -39,9 +39,9 @@ from typing import Any
 
 from ember.backend import xp
 
-__all__ = ["matmul", "kernel_set", "axpy", "split_pays", "column_sums", "set_num_threads",
-           "get_num_threads", "one_thread", "MULTITHREAD_FLOPS", "MID_MNK",
-           "note_own_threads_started"]
+__all__ = ["matmul", "kernel_set", "kernels_use_avx512", "AVX512_KERNELS", "axpy",
+           "split_pays", "column_sums", "set_num_threads", "get_num_threads", "one_thread",
+           "MULTITHREAD_FLOPS", "MID_MNK", "note_own_threads_started"]
 
 MULTITHREAD_FLOPS = 1.2e7
 """Products of fewer floating-point operations (2*M*K*N per BLAS call) run on one thread."""
@@ -93,6 +93,15 @@ def _find_pool() -> _OpenBLASPool | None:
                                          _gemm_batch_kernels(lib.dynlib, prefix, suffix),
                                          getattr(lib, "architecture", None))
     return None
+
+
+AVX512_KERNELS = ("skylakex", "cooperlake", "sapphirerapids")
+"""OpenBLAS's kernel sets that use AVX-512 (lower case, as ``kernels_use_avx512`` compares)."""
+
+
+def kernels_use_avx512(core: str | None) -> bool:
+    """Whether OpenBLAS's kernel set ``core`` ("SkylakeX", "Haswell", ...) uses AVX-512."""
+    return core is not None and core.lower() in AVX512_KERNELS
 
 
 def kernel_set() -> str | None:

@@ -43,12 +43,8 @@ from ember import blas
 from ember.backend import xp
 from ember.ops import kernels
 
-__all__ = ["matmul", "wanted", "set_wanted", "nn_into", "nt_into", "AVX512_BLAS", "NT_MIN_K"]
+__all__ = ["matmul", "wanted", "set_wanted", "nn_into", "nt_into", "NT_MIN_K"]
 
-AVX512_BLAS = ("skylakex", "cooperlake", "sapphirerapids")
-"""OpenBLAS's kernel sets that use AVX-512 themselves: where NumPy's BLAS runs one of
-these, its products stay (measured on Zen 5 with SkylakeX: faster than ``nt`` on the
-weight gradients' shapes, about as fast as ``nn``; section 31)."""
 NT_MIN_K = 256
 """``nt``'s shortest inner dimension: each tile ends in 24 sums of 16 lanes, in scalar
 code, which on short rows costs more than the products (LeNet-5's 150x100 @ (16x100)^T
@@ -177,10 +173,12 @@ def _cpu_has_avx512() -> bool:
 
 
 def _blas_has_avx512() -> bool:
-    """Whether NumPy's OpenBLAS runs AVX-512 kernels; unknown BLAS libraries count as
-    having them (their products stay)."""
+    """Whether NumPy's OpenBLAS runs AVX-512 kernels (``blas.AVX512_KERNELS``); unknown BLAS
+    libraries count as having them, so their products stay. (Measured on Zen 5 with
+    SkylakeX: OpenBLAS faster than ``nt`` on the weight gradients' shapes, about as fast as
+    ``nn``; section 31.)"""
     core = blas.kernel_set()
-    return core is None or core.lower() in AVX512_BLAS
+    return core is None or blas.kernels_use_avx512(core)
 
 
 def matmul(a: Any, b: Any, out: Any = None) -> Any:
