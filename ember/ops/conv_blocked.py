@@ -51,6 +51,8 @@ BLOCK_BYTES = 3 << 20  # columns per block: about a core's L2 (2 MiB here) plus 
 THREADS = True  # as many threads as BLAS has take blocks (tests switch it off)
 WINOGRAD = True  # 3x3 stride-1 narrow layers as Winograd F(2x2, 3x3) (tests switch it off)
 WINOGRAD_BLOCK_BYTES = 1 << 19  # transformed input per block: 256 KiB-2 MiB measured, 512 KiB best
+WINOGRAD_WEIGHT_GRAD = True  # Winograd layers' weight gradients too (tests switch it off)
+WINOGRAD_GRAD_BLOCK_BYTES = 1 << 22  # the weight gradient's transformed input and gradient
 
 _as_strided = xp.lib.stride_tricks.as_strided
 
@@ -220,6 +222,54 @@ def _winograd_forward(x: Any, weight: Any, win: Any, bias: Any) -> Any:
     return None if nan_blocks else out
 
 
+def _balanced_blocks(n: int, sample_bytes: int, block_bytes: int) -> int:
+    """Samples per block: blocks of at most about ``block_bytes``, an even number of them,
+    so that two threads end together. (Not the actual thread count: the sums' grouping,
+    and so their bits, must not depend on it.)"""
+    blocks = -(-n * sample_bytes // block_bytes)
+    return -(-n // (blocks + blocks % 2))
+
+
+def _winograd_weight_grad(x: Any, g: Any, win: Any) -> Any:
+    """``weight_grad`` as Winograd F(2x2, 3x3), for a layer whose forward is Winograd: the
+    forward's output tile is ``A^T M A`` with ``M = sum over c of U * V`` (``U = G w G^T``,
+    ``V = B^T d B``), so the gradient of ``U`` is, for each of the 16 positions, the
+    product ``Z @ V^T`` over all tiles, ``Z = A g A^T`` the output gradient's transform,
+    and ``dw = G^T dU G``: 16 multiplications per tile and channel pair instead of 36.
+
+    None if the result has a NaN (the transforms' inf - inf; the caller then goes the
+    im2col way, as ``_winograd_forward``'s caller does)."""
+    c, c_out = win.c, g.shape[1]
+    tiles = (win.oh // 2) * (win.ow // 2)
+    per_block = _balanced_blocks(win.n, 16 * (c + c_out) * tiles * x.itemsize,
+                                 WINOGRAD_GRAD_BLOCK_BYTES)
+
+    def run(starts: Any) -> Any:
+        size = min(per_block, win.n)
+        padded = _PaddedBlock(x.dtype, win, size, True)
+        v_buf = xp.empty(16 * c * size * tiles, x.dtype)
+        z_buf = xp.empty(16 * c_out * size * tiles, x.dtype)
+        parts = {}  # block start -> its (16, C_out, c) products
+        for start in starts:
+            count = min(per_block, win.n - start)
+            padded.load(x, start, count)
+            v = v_buf[:16 * c * count * tiles].reshape(16, c, count * tiles)
+            kernels.winograd_input(padded.image[:count], v.reshape(16, c, count, tiles))
+            z = z_buf[:16 * c_out * count * tiles].reshape(16, c_out, count * tiles)
+            kernels.winograd_grad(g[start:start + count], z.reshape(16, c_out, count, tiles))
+            parts[start] = simd.matmul(z, xp.swapaxes(v, 1, 2))
+        return parts
+    parts = {start: part for found in on_blocks(run, win.n, per_block)
+             for start, part in found.items()}
+    ordered = [parts[start] for start in sorted(parts)]  # the same bits on every run
+    du = sum(ordered[1:], ordered[0]).reshape(4, 4, c_out * c)
+    gt = xp.asarray(_G, x.dtype).T  # (3, 4)
+    dw = xp.matmul(xp.matmul(gt, du.transpose(2, 0, 1)), gt.T)  # (C_out * c, 3, 3)
+    if xp.isnan(dw).any():
+        return None
+    return dw.reshape(c_out, c * 9)
+
+
 def _product_into(weight: Any, block: Any, out: Any, column: Any) -> None:
     """``weight @ block`` (+ bias) straight into the output's (count, C_out, oh, ow)."""
     target = out.reshape(block.shape[0], weight.shape[0], -1)
@@ -241,6 +291,10 @@ def weight_grad(x: Any, g: Any, win: Any) -> Any:
     """``sum over samples of g[s] @ columns(x)[s]^T`` for an (n, C_out, oh, ow) output
     gradient, as a (C_out, c*kh*kw) matrix (a transposed view): one product per block,
     with the block's pixels as its long inner dimension."""
+    if WINOGRAD_WEIGHT_GRAD and winograd(win, x.dtype):
+        found = _winograd_weight_grad(x, g, win)
+        if found is not None:
+            return found
     c_out, rows, is_narrow = g.shape[1], win.c * win.kh * win.kw, narrow(win, x.dtype)
     width = win.ow if is_narrow else win.wq
     per_block = _samples_per_block(win, x.itemsize, width)

@@ -454,8 +454,38 @@ def _compile() -> Any:
                             o[u(2 * tx)] = f0[tx] + c1 + c2 + b
                             o[u(2 * tx + 1)] = c1 - c2 - f3[tx] + b
 
+    @flat
+    def winograd_grad_kernel(gy, z):
+        # z[4i+j, k, n, t] = (A gy A^T)[i, j] for the 2x2 tile t of gy[n, k], with
+        # A = [[1, 0], [1, 1], [1, -1], [0, -1]]: the products' gradient under
+        # winograd_output_kernel, whose transform is A^T M A (the weight gradient's input)
+        n_, k_, h, w = gy.shape
+        th, tw = h // 2, w // 2
+        a = xp.empty((4, h, tw), gy.dtype)
+        for n in range(n_):
+            for k in range(k_):
+                plane = gy[u(n), u(k)]
+                for y in range(h):  # along x: the four columns of every tile of row y
+                    r = plane[u(y)]
+                    a0, a1, a2, a3 = a[0, u(y)], a[1, u(y)], a[2, u(y)], a[3, u(y)]
+                    for tx in range(tw):
+                        p, q = r[u(2 * tx)], r[u(2 * tx + 1)]
+                        a0[tx], a1[tx], a2[tx], a3[tx] = p, p + q, p - q, -q
+                for j in range(4):  # along y, into the transform's rows 0-3 of column j
+                    aj = a[u(j)]
+                    z0, z1 = z[u(j), u(k), u(n)], z[u(4 + j), u(k), u(n)]
+                    z2, z3 = z[u(8 + j), u(k), u(n)], z[u(12 + j), u(k), u(n)]
+                    for ty in range(th):
+                        q0, q1 = aj[u(2 * ty)], aj[u(2 * ty + 1)]
+                        base = u(ty * tw)
+                        for tx in range(tw):
+                            t = base + u(tx)
+                            z0[t], z1[t] = q0[tx], q0[tx] + q1[tx]
+                            z2[t], z3[t] = q0[tx] - q1[tx], -q1[tx]
+
     return SimpleNamespace(
         winograd_input=winograd_input_kernel, winograd_output=winograd_output_kernel,
+        winograd_grad=winograd_grad_kernel,
         winograd_weights=winograd_weights_kernel,
         unit_normalize=unit_normalize_kernel, relu=relu_kernel,
         sigmoid=sigmoid_kernel, sigmoid_grad=sigmoid_grad_kernel, tanh_grad=tanh_grad_kernel,
@@ -534,6 +564,13 @@ def winograd_output(m: Any, shift: Any, out: Any) -> None:
     """Winograd F(2x2, 3x3) output transform of the products ``m`` (16, k, n, th*tw)
     into ``out`` (n, k, 2th, 2tw), plus ``shift[k]``, on the calling thread."""
     _kernels.winograd_output(m, shift, out)
+
+
+def winograd_grad(gy: Any, z: Any) -> None:
+    """Winograd F(2x2, 3x3) transform ``A g A^T`` of an output gradient block (n, k, 2th,
+    2tw) into ``z`` (16, k, n, th*tw), on the calling thread: the gradient of the products
+    that ``winograd_output`` transforms back."""
+    _kernels.winograd_grad(gy, z)
 
 
 def block_im2col(img: Any, cols: Any, win: Any) -> None:

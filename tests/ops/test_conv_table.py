@@ -680,18 +680,24 @@ WINOGRAD_CASES = [((5, 4, 8, 6), (6, 4, 3, 3)), ((3, 5, 4, 10), (7, 5, 3, 3)),
 def test_winograd_conv_matches_torch(monkeypatch, shapes, per_block, threads, bias):
     """conv_blocked's Winograd F(2x2, 3x3) path (3x3, stride 1, padding 1, even sizes):
     output and all gradients against torch in float64 (the input gradient is a Winograd
-    convolution too), one block or blocks of 1-2 samples, on 1-3 threads."""
+    convolution too, and the weight gradient Winograd's own), one block or blocks of 1-2
+    samples, on 1-3 threads."""
     from ember import blas
     from ember.ops import conv, conv_blocked
     use_layout(monkeypatch, "narrow")
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
-    taken = []
+    taken, grads = [], []
     real = conv_blocked._winograd_forward
     monkeypatch.setattr(conv_blocked, "_winograd_forward", lambda *a: taken.append(1) or real(*a))
+    real_grad = conv_blocked._winograd_weight_grad
+    monkeypatch.setattr(conv_blocked, "_winograd_weight_grad",
+                        lambda *a: grads.append(1) or real_grad(*a))
     if per_block:  # bytes of one sample's transformed tiles, float64
         tiles = shapes[0][2] * shapes[0][3] // 4
         monkeypatch.setattr(conv_blocked, "WINOGRAD_BLOCK_BYTES",
                             per_block * 16 * shapes[1][1] * tiles * 8)
+        monkeypatch.setattr(conv_blocked, "WINOGRAD_GRAD_BLOCK_BYTES",
+                            per_block * 16 * (shapes[1][1] + shapes[1][0]) * tiles * 8)
     if threads == 3:
         monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
     rng = np.random.default_rng(13)
@@ -701,7 +707,7 @@ def test_winograd_conv_matches_torch(monkeypatch, shapes, per_block, threads, bi
     out = F.conv2d(*ts, padding=1)
     g = np.cos(np.arange(out.numel())).reshape(out.shape)
     out.backward(ember.tensor(g, dtype=ember.float64))
-    assert len(taken) == 2  # the forward and the input gradient
+    assert len(taken) == 2 and len(grads) == 1  # forward, input and weight gradients
     tt = [torch.tensor(a, requires_grad=True) for a in arrays]
     expected = TF.conv2d(*tt, padding=1)
     expected.backward(torch.tensor(g))
@@ -733,6 +739,83 @@ def test_winograd_float32_is_as_close_to_torch_as_the_direct_path(monkeypatch):
     err_direct = np.abs(direct - exact).max() / scale
     assert err_winograd < 4 * np.finfo(np.float32).eps * 8 and err_direct < 1e-6
     assert not np.array_equal(winograd, direct)  # the two paths really differ
+
+
+def test_winograd_weight_gradient_float32_is_as_close_as_im2cols(monkeypatch):
+    """Winograd's weight gradient rounds differently from im2col + GEMM in float32: both
+    within a few float32 ulps of the exact sum, and the same bits on any number of threads
+    (the blocks' parts are added in block order, and the blocks do not depend on it)."""
+    from ember import blas
+    from ember.ops import conv, conv_blocked
+    use_layout(monkeypatch, "narrow")
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    rng = np.random.default_rng(17)
+    x, g = rng.standard_normal((12, 24, 8, 8)), rng.standard_normal((12, 32, 8, 8))
+    exact = torch.nn.grad.conv2d_weight(torch.tensor(x), (32, 24, 3, 3), torch.tensor(g),
+                                        padding=1).numpy()
+    x32, g32 = x.astype(np.float32), g.astype(np.float32)
+    win = conv.conv_window("conv2d", x.shape, (32, 24, 3, 3), 1, 1, 1)
+    monkeypatch.setattr(conv_blocked, "WINOGRAD_GRAD_BLOCK_BYTES", 1 << 16)  # 2 samples
+    winograd = conv_blocked.weight_grad(x32, g32, win)
+    for threads in (1, 3):
+        monkeypatch.setattr(blas, "get_num_threads", lambda t=threads: t)
+        assert conv_blocked.weight_grad(x32, g32, win).tobytes() == winograd.tobytes()
+    monkeypatch.setattr(conv_blocked, "WINOGRAD_WEIGHT_GRAD", False)
+    direct = conv_blocked.weight_grad(x32, g32, win)
+    scale, exact = np.abs(exact).max(), exact.reshape(32, -1)
+    err_winograd = np.abs(winograd - exact).max() / scale
+    err_direct = np.abs(direct - exact).max() / scale
+    assert err_winograd < 16 * np.finfo(np.float32).eps and err_direct < 16 * 1.2e-7
+    assert not np.array_equal(winograd, direct)  # the two paths really differ
+
+
+def test_winograd_gradient_transform_kernel_is_a_g_a_transposed():
+    """The compiled output-gradient transform gives A g A^T of every 2x2 tile, in the
+    (16, k, n, tiles) layout of the input transform, with NumPy's bits when NumPy sums in
+    the kernel's order (along x, then along y)."""
+    from ember.ops import kernels
+    if not kernels.enabled():
+        pytest.skip("the Winograd transforms need Numba")
+    rng = np.random.default_rng(18)
+    g = rng.standard_normal((3, 5, 6, 8))
+    z = np.empty((16, 5, 3, 12))
+    kernels.winograd_grad(g, z)
+    a = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0]])
+    tiles = g.reshape(3, 5, 3, 2, 4, 2).transpose(0, 1, 2, 4, 3, 5)  # (n, k, ty, tx, 2, 2)
+    expected = (a @ (tiles @ a.T)).reshape(3, 5, 12, 16).transpose(3, 1, 0, 2)
+    np.testing.assert_array_equal(z, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", ["inf input", "nan gradient", "inf gradient"])
+def test_winograd_weight_gradient_with_non_finite_values_is_torchs(monkeypatch, dtype, bad):
+    """The weight gradient's transforms subtract neighbours too: where they give NaN the
+    gradient is made again by im2col, so every inf, NaN and finite value is torch's."""
+    from ember.ops import conv, conv_blocked, kernels
+    if not kernels.enabled():
+        pytest.skip("the Winograd transforms need Numba")
+    use_layout(monkeypatch, "narrow")
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    rng = np.random.default_rng(19)
+    x, g = rng.standard_normal((4, 6, 8, 8)), rng.standard_normal((4, 5, 8, 8))
+    if bad == "inf input":
+        x[0, 1, 3, 3], x[2, 4, 0, 7] = np.inf, -np.inf
+    elif bad == "nan gradient":
+        g[1, 2, 4, 4] = np.nan
+    else:
+        g[3, 0, 5, 2] = np.inf
+    expected = torch.nn.grad.conv2d_weight(torch.tensor(x), (5, 6, 3, 3), torch.tensor(g),
+                                           padding=1).numpy().reshape(5, -1)
+    win = conv.conv_window("conv2d", x.shape, (5, 6, 3, 3), 1, 1, 1)
+    with np.errstate(invalid="ignore"):
+        got = conv_blocked.weight_grad(x.astype(dtype), g.astype(dtype), win)
+    assert got.dtype == dtype and (np.isinf(expected).any() or np.isnan(expected).any())
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(expected))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

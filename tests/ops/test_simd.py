@@ -170,14 +170,16 @@ def test_float32_convolution_with_and_without_the_kernels(monkeypatch, shapes, k
 
 
 def test_convolution_takes_the_kernels(simd_on, monkeypatch):
-    """The blocked convolution's products all go through ``simd.matmul``."""
+    """The blocked convolution's products all go through ``simd.matmul`` (here Winograd's:
+    the forward's and input gradient's on ``nn``, the weight gradient's, 256 tiles a
+    block, on ``nt``)."""
     from ember.ops import conv
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
     calls = []
     real_nn, real_nt = simd.nn_into, simd.nt_into
     monkeypatch.setattr(simd, "nn_into", lambda *a: calls.append("nn") or real_nn(*a))
     monkeypatch.setattr(simd, "nt_into", lambda *a: calls.append("nt") or real_nt(*a))
-    x = ember.tensor(np.ones((4, 8, 16, 16), np.float32), requires_grad=True)
+    x = ember.tensor(np.ones((8, 8, 16, 16), np.float32), requires_grad=True)
     w = ember.tensor(np.ones((12, 8, 3, 3), np.float32), requires_grad=True)
     out = F.conv2d(x, w, padding=1)
     out.sum().backward()
