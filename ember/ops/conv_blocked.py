@@ -132,8 +132,20 @@ def winograd(win: Any, dtype: Any) -> bool:
     """Whether ``forward`` takes the Winograd F(2x2, 3x3) path: a narrow-layout layer
     (small images, compiled kernels) with a 3x3 kernel, stride 1, no dilation, padding 1
     on every side and an even output size (docs/performance.md, section 16)."""
-    return WINOGRAD and narrow(win, dtype) and (win.kh, win.kw, win.sh, win.sw, win.dh,
-                                               win.dw) == (3, 3, 1, 1, 1, 1) and \
+    return WINOGRAD and narrow(win, dtype) and winograd_shape(win)
+
+
+def winograd_weight_grad(win: Any, dtype: Any) -> bool:
+    """Whether ``weight_grad`` takes Winograd F(2x2, 3x3): the compiled kernels and the
+    shape of ``winograd``, at any image size (at 32x32 the forward's products have the
+    channels as their short inner dimension, the weight gradient's the tiles: section 32)."""
+    return WINOGRAD and WINOGRAD_WEIGHT_GRAD and kernels.enabled(dtype) and \
+        winograd_shape(win)
+
+
+def winograd_shape(win: Any) -> bool:
+    """A 3x3 kernel, stride 1, no dilation, padding 1 on every side, an even output size."""
+    return (win.kh, win.kw, win.sh, win.sw, win.dh, win.dw) == (3, 3, 1, 1, 1, 1) and \
         (win.top, win.bottom, win.left, win.right) == (1, 1, 1, 1) and \
         win.oh % 2 == 0 and win.ow % 2 == 0
 
@@ -291,7 +303,7 @@ def weight_grad(x: Any, g: Any, win: Any) -> Any:
     """``sum over samples of g[s] @ columns(x)[s]^T`` for an (n, C_out, oh, ow) output
     gradient, as a (C_out, c*kh*kw) matrix (a transposed view): one product per block,
     with the block's pixels as its long inner dimension."""
-    if WINOGRAD_WEIGHT_GRAD and winograd(win, x.dtype):
+    if winograd_weight_grad(win, x.dtype):
         found = _winograd_weight_grad(x, g, win)
         if found is not None:
             return found

@@ -620,6 +620,7 @@ BLOCKED_CASES = [
     (((3, 4, 11, 10), (4, 4, 3, 2)), dict(padding="same", dilation=(2, 1))),
     (((3, 2, 8, 7), (4, 2, 3, 3)), dict()),                 # no padding
     (((4, 3, 7, 9), (5, 3, 2, 3)), dict(padding=(1, 0))),  # uneven kernel and padding
+    (((4, 4, 10, 8), (6, 4, 3, 3)), dict(padding=1)),      # Winograd's weight gradient
 ]
 
 
@@ -1031,3 +1032,23 @@ def conv_window_of(shape, weight, kwargs):
     from ember.ops import conv
     return conv.conv_window("conv2d", shape, weight, kwargs.get("stride", 1),
                             kwargs.get("padding", 0), 1)
+
+
+@pytest.mark.parametrize("shape, kwargs, expected", [
+    ((2, 4, 32, 32), dict(padding=1), True),            # wide layout: forward im2col
+    ((2, 4, 8, 8), dict(padding=1), True),
+    ((2, 4, 7, 8), dict(padding=1), False),             # odd output size
+    ((2, 4, 8, 8), dict(padding=1, stride=2), False),
+    ((2, 4, 10, 10), dict(), False),                    # no padding
+])
+def test_winograd_weight_gradient_is_taken_where_its_shape_fits(shape, kwargs, expected):
+    """The weight gradient is Winograd's for every 3x3, stride-1, padding-1 layer with an
+    even output, big images included (their forward stays im2col)."""
+    from ember.ops import conv, conv_blocked, kernels
+    if not kernels.enabled():
+        pytest.skip("the Winograd transforms need Numba")
+    full = dict(stride=1, padding=0, dilation=1) | kwargs
+    win = conv.conv_window("conv2d", shape, (4, 4, 3, 3), full["stride"], full["padding"],
+                           full["dilation"])
+    assert conv_blocked.winograd_weight_grad(win, np.dtype(np.float32)) is expected
+    assert conv_blocked.winograd_weight_grad(win, np.dtype(np.float16)) is False
