@@ -23,13 +23,16 @@ Where those extra columns would be a large share of the products (small images:
 layout instead (``narrow``): rows of ``ow`` built by the compiled kernel from the
 block's padded copy, products written straight into the output (section 15).
 
-A 3x3, stride-1, padding-1 layer in the narrow layout with an even output size runs as
-Winograd F(2x2, 3x3) instead (``winograd``): 16 products per block of (C_out x C_in)
-by (C_in x tiles) between compiled transforms, 2.25x fewer multiplications (section 16).
+A 3x3, stride-1, padding-1 layer in the narrow layout with an even output size can run
+as Winograd F(2x2, 3x3) instead (``winograd``; where the products are NumPy's BLAS's):
+16 products per block of (C_out x C_in) by (C_in x tiles) between compiled transforms,
+2.25x fewer multiplications (section 16).
 
 ``forward`` is the convolution; the input gradient of a stride-1 convolution is
 ``forward`` of the output gradient with the flipped kernel (``conv.Conv2d``), and
-``weight_grad`` sums ``g @ columns^T`` block by block. Only ``groups == 1``.
+``weight_grad`` sums ``g @ columns^T`` block by block, or, for any layer of Winograd's
+shape, Winograd's own 16 products over the tiles (``winograd_weight_grad``, section 32).
+Only ``groups == 1``.
 
 This is a blocking of the batch for the cache, not a loop over samples: a block
 holds as many samples as fit in ``BLOCK_BYTES`` (11 for a 96-channel 8x8 layer).
@@ -49,7 +52,12 @@ __all__ = ["forward", "weight_grad", "on_blocks", "narrow", "winograd", "BLOCK_B
 NARROW_MIN_WASTE = 0.1  # narrow layout where wide rows would waste more of the products
 BLOCK_BYTES = 3 << 20  # columns per block: about a core's L2 (2 MiB here) plus some L3
 THREADS = True  # as many threads as BLAS has take blocks (tests switch it off)
-WINOGRAD = True  # 3x3 stride-1 narrow layers as Winograd F(2x2, 3x3) (tests switch it off)
+WINOGRAD: bool | None = None
+"""3x3 stride-1 narrow layers' forward (and input gradient) as Winograd F(2x2, 3x3): True,
+False, or None for where the products are NumPy's BLAS's. On ``simd``'s kernels the narrow
+im2col's one big product is faster than Winograd's transforms and 16 smaller products
+(CIFAR CNN step 2.5% faster without; with OpenBLAS's AVX-512 kernels 3.4% slower:
+docs/performance.md, section 32)."""
 WINOGRAD_BLOCK_BYTES = 1 << 19  # transformed input per block: 256 KiB-2 MiB measured, 512 KiB best
 WINOGRAD_WEIGHT_GRAD = True  # Winograd layers' weight gradients too (tests switch it off)
 WINOGRAD_GRAD_BLOCK_BYTES = 1 << 22  # the weight gradient's transformed input and gradient
@@ -129,18 +137,19 @@ def on_blocks(run: Any, n: int, per_block: int) -> list:
 
 
 def winograd(win: Any, dtype: Any) -> bool:
-    """Whether ``forward`` takes the Winograd F(2x2, 3x3) path: a narrow-layout layer
-    (small images, compiled kernels) with a 3x3 kernel, stride 1, no dilation, padding 1
-    on every side and an even output size (docs/performance.md, section 16)."""
-    return WINOGRAD and narrow(win, dtype) and winograd_shape(win)
+    """Whether ``forward`` takes the Winograd F(2x2, 3x3) path: where ``WINOGRAD`` says,
+    for a narrow-layout layer (small images, compiled kernels) with a 3x3 kernel, stride
+    1, no dilation, padding 1 on every side and an even output size (docs/performance.md,
+    sections 16 and 32)."""
+    wanted = not simd.wanted() if WINOGRAD is None else WINOGRAD
+    return wanted and narrow(win, dtype) and winograd_shape(win)
 
 
 def winograd_weight_grad(win: Any, dtype: Any) -> bool:
     """Whether ``weight_grad`` takes Winograd F(2x2, 3x3): the compiled kernels and the
     shape of ``winograd``, at any image size (at 32x32 the forward's products have the
     channels as their short inner dimension, the weight gradient's the tiles: section 32)."""
-    return WINOGRAD and WINOGRAD_WEIGHT_GRAD and kernels.enabled(dtype) and \
-        winograd_shape(win)
+    return WINOGRAD_WEIGHT_GRAD and kernels.enabled(dtype) and winograd_shape(win)
 
 
 def winograd_shape(win: Any) -> bool:
@@ -243,11 +252,13 @@ def _balanced_blocks(n: int, sample_bytes: int, block_bytes: int) -> int:
 
 
 def _winograd_weight_grad(x: Any, g: Any, win: Any) -> Any:
-    """``weight_grad`` as Winograd F(2x2, 3x3), for a layer whose forward is Winograd: the
-    forward's output tile is ``A^T M A`` with ``M = sum over c of U * V`` (``U = G w G^T``,
-    ``V = B^T d B``), so the gradient of ``U`` is, for each of the 16 positions, the
-    product ``Z @ V^T`` over all tiles, ``Z = A g A^T`` the output gradient's transform,
-    and ``dw = G^T dU G``: 16 multiplications per tile and channel pair instead of 36.
+    """``weight_grad`` as Winograd F(2x2, 3x3). Written as Winograd, the forward's output
+    tile is ``A^T M A`` with ``M = sum over c of U * V`` (``U = G w G^T``, ``V = B^T d
+    B``), so the gradient of ``U`` at each of the 16 positions is the product ``Z @ V^T``
+    over all tiles, ``Z = A g A^T`` the output gradient's transform, and ``dw = G^T dU
+    G``: 16 multiplications per tile and channel pair instead of im2col's 36, and no
+    columns 9x the input's size. (It is the direct convolution's gradient whichever way
+    the forward ran: both forms are the same function of ``w``.)
 
     None if the result has a NaN (the transforms' inf - inf; the caller then goes the
     im2col way, as ``_winograd_forward``'s caller does)."""

@@ -687,6 +687,7 @@ def test_winograd_conv_matches_torch(monkeypatch, shapes, per_block, threads, bi
     from ember.ops import conv, conv_blocked
     use_layout(monkeypatch, "narrow")
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    monkeypatch.setattr(conv_blocked, "WINOGRAD", True)  # whichever products run
     taken, grads = [], []
     real = conv_blocked._winograd_forward
     monkeypatch.setattr(conv_blocked, "_winograd_forward", lambda *a: taken.append(1) or real(*a))
@@ -725,6 +726,7 @@ def test_winograd_float32_is_as_close_to_torch_as_the_direct_path(monkeypatch):
     from ember.ops import conv, conv_blocked
     use_layout(monkeypatch, "narrow")
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    monkeypatch.setattr(conv_blocked, "WINOGRAD", True)  # whichever products run
     monkeypatch.setattr(conv_blocked, "WINOGRAD_BLOCK_BYTES", 16 * 24 * 16 * 4)  # 1 sample
     rng = np.random.default_rng(14)
     x, w = rng.standard_normal((6, 24, 8, 8)), rng.standard_normal((16, 24, 3, 3)) * 0.1
@@ -854,6 +856,7 @@ def test_winograd_with_non_finite_values_gives_torchs_inf_and_nan(monkeypatch, d
         pytest.skip("the Winograd transforms need Numba")
     use_layout(monkeypatch, "narrow")
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    monkeypatch.setattr(conv_blocked, "WINOGRAD", True)  # whichever products run
     monkeypatch.setattr(conv_blocked, "WINOGRAD_BLOCK_BYTES", 16 * 6 * 16 * 8)  # 1-2 samples
     taken = []
     real = conv_blocked._winograd_forward
@@ -892,10 +895,11 @@ def test_winograd_with_non_finite_values_gives_torchs_inf_and_nan(monkeypatch, d
     ((2, 4, 10, 10), dict(), False),                    # no padding
     ((2, 4, 32, 32), dict(padding=1), False),           # wide layout (big images)
 ])
-def test_winograd_is_taken_only_where_it_applies(shape, kwargs, expected):
+def test_winograd_is_taken_only_where_it_applies(monkeypatch, shape, kwargs, expected):
     from ember.ops import conv, conv_blocked, kernels
     if not kernels.enabled():
         pytest.skip("the Winograd transforms need Numba")
+    monkeypatch.setattr(conv_blocked, "WINOGRAD", True)
     full = dict(stride=1, padding=0, dilation=1) | kwargs
     win = conv.conv_window("conv2d", shape, (4, 4, 3, 3), full["stride"], full["padding"],
                            full["dilation"])
@@ -1052,3 +1056,18 @@ def test_winograd_weight_gradient_is_taken_where_its_shape_fits(shape, kwargs, e
                            full["dilation"])
     assert conv_blocked.winograd_weight_grad(win, np.dtype(np.float32)) is expected
     assert conv_blocked.winograd_weight_grad(win, np.dtype(np.float16)) is False
+
+
+@pytest.mark.parametrize("setting, simd_runs, expected", [
+    (None, True, False), (None, False, True), (True, True, True), (False, False, False)])
+def test_winograd_forward_is_left_to_numpys_products_by_default(monkeypatch, setting,
+                                                               simd_runs, expected):
+    """``WINOGRAD`` None: the forward is Winograd where the products are NumPy's BLAS's,
+    im2col where they are simd's kernels (faster there); True and False force it."""
+    from ember.ops import conv, conv_blocked, kernels, simd
+    if not kernels.enabled():
+        pytest.skip("the Winograd transforms need Numba")
+    monkeypatch.setattr(conv_blocked, "WINOGRAD", setting)
+    monkeypatch.setattr(simd, "wanted", lambda: simd_runs)
+    win = conv.conv_window("conv2d", (2, 4, 8, 8), (4, 4, 3, 3), 1, 1, 1)
+    assert conv_blocked.winograd(win, np.dtype(np.float32)) is expected

@@ -133,7 +133,7 @@ def test_kernel_set_names_numpys_openblas():
 
 CONV_CASES = [  # (input, weight, kwargs): each of conv_blocked's paths in float32
     ((6, 5, 32, 32), (7, 5, 3, 3), dict(padding=1)),   # wide rows (32x32)
-    ((6, 8, 16, 16), (12, 8, 3, 3), dict(padding=1)),  # Winograd (narrow, 3x3, even)
+    ((6, 8, 16, 16), (12, 8, 3, 3), dict(padding=1)),  # narrow, 3x3, even: Winograd
     ((5, 3, 9, 9), (8, 3, 3, 3), dict(padding=1)),     # narrow, odd size: im2col
     ((4, 4, 12, 12), (6, 4, 5, 5), dict()),            # 5x5, no padding
 ]
