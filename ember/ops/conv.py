@@ -360,7 +360,7 @@ SAMPLE_MAX_WORK = 1 << 20  # C_out * C_in*kh*kw * oh*ow per sample; ~4x OpenBLAS
 SAMPLE_THREADS = True  # split the per-sample product stacks between threads (sample_matmul)
 SAMPLE_MAX_ROWS = 64  # where blocking is possible, only layers this narrow stay per sample
 SAMPLE_MAX_COLUMNS_BYTES = 16 << 20  # ... and only while their batch's columns are this small
-STREAM_COLUMNS_BYTES: int | None = 4 << 20  # bigger per-sample columns: built in blocks
+STREAM_COLUMNS_BYTES: int | None = 1 << 20  # bigger per-sample columns: built in blocks
 STREAM_BLOCK_BYTES = 1 << 20  # ... of about this size (None above: never streamed)
 
 
@@ -611,8 +611,9 @@ class Conv2d(Function):
 def streams_columns(win: Window, x: Any) -> bool:
     """Whether a per-sample layer builds its columns a block at a time, in the forward and
     again in the backward, rather than all at once and kept for the backward: with the
-    compiled im2col, for columns above ``STREAM_COLUMNS_BYTES`` (LeNet-5's first layer,
-    5 MB of columns against a 0.2 MB input; docs/performance.md, section 13)."""
+    compiled im2col, for columns above ``STREAM_COLUMNS_BYTES`` (both of LeNet-5's layers
+    at batch 64: 5 and 3.8 MB of columns against 0.2 MB inputs; each block's products then
+    run beside its im2col on both threads; docs/performance.md, sections 13 and 32)."""
     size = win.n * win.c * win.kh * win.kw * win.oh * win.ow * x.itemsize
     return STREAM_COLUMNS_BYTES is not None and size > STREAM_COLUMNS_BYTES and \
         kernels.enabled(x.dtype)

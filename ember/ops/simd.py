@@ -301,9 +301,15 @@ def pack_panel(b, at, n, k, width, panel):
         if width == 32:
             vstore(panel, target, vload(b, source))
             vstore(panel, target + 16, vload(b, source + 16))
-        else:
-            for col in range(32):
-                panel[target + col] = b[source + col] if col < width else 0.0
+        else:  # zeros, then the columns there are: a vector of 16 where it fits
+            vstore(panel, target, vzero())
+            vstore(panel, target + 16, vzero())
+            done = 0
+            if width >= 16:
+                vstore(panel, target, vload(b, source))
+                done = 16
+            for col in range(done, width):
+                panel[target + col] = b[source + col]
 
 
 def nn_kernel(a, b, c, panel, spill, batch, a_step, m, k, n):

@@ -38,7 +38,8 @@ def assert_product_close(got, a, b):
 # (m, k, n): whole tiles, every edge (rows past a tile of 6, columns past a panel of 32 or
 # a tile of 4, inner dimensions past a vector of 16), empty and one-element products
 SHAPES = [(6, 16, 32), (12, 48, 64), (7, 5, 33), (5, 17, 3), (1, 1, 1), (13, 0, 40),
-          (0, 4, 5), (24, 216, 1088), (50, 100, 47), (216, 3264, 24)]
+          (0, 4, 5), (24, 216, 1088), (50, 100, 47), (216, 3264, 24), (6, 16, 48),
+          (4, 9, 63)]  # panel widths 1-31 at the edge: scalar, 16 + scalar, exactly 16
 
 
 @pytest.mark.parametrize("m, k, n", SHAPES)
