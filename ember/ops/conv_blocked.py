@@ -248,7 +248,7 @@ def _balanced_blocks(n: int, sample_bytes: int, block_bytes: int) -> int:
     so that two threads end together. (Not the actual thread count: the sums' grouping,
     and so their bits, must not depend on it.)"""
     blocks = -(-n * sample_bytes // block_bytes)
-    return -(-n // (blocks + blocks % 2))
+    return max(1, -(-n // (blocks + blocks % 2)))
 
 
 def _winograd_weight_grad(x: Any, g: Any, win: Any) -> Any:
@@ -314,6 +314,8 @@ def weight_grad(x: Any, g: Any, win: Any) -> Any:
     """``sum over samples of g[s] @ columns(x)[s]^T`` for an (n, C_out, oh, ow) output
     gradient, as a (C_out, c*kh*kw) matrix (a transposed view): one product per block,
     with the block's pixels as its long inner dimension."""
+    if win.n == 0:  # no samples, no blocks: a zero gradient, as torch's
+        return xp.zeros((g.shape[1], win.c * win.kh * win.kw), x.dtype)
     if winograd_weight_grad(win, x.dtype):
         found = _winograd_weight_grad(x, g, win)
         if found is not None:

@@ -1071,3 +1071,24 @@ def test_winograd_forward_is_left_to_numpys_products_by_default(monkeypatch, set
     monkeypatch.setattr(simd, "wanted", lambda: simd_runs)
     win = conv.conv_window("conv2d", (2, 4, 8, 8), (4, 4, 3, 3), 1, 1, 1)
     assert conv_blocked.winograd(win, np.dtype(np.float32)) is expected
+
+
+@pytest.mark.parametrize("x_shape, w_shape", [((0, 4, 8, 8), (6, 4, 3, 3)),
+                                              ((0, 4, 32, 32), (4, 4, 3, 3)),
+                                              ((0, 3, 9, 8), (5, 3, 3, 3))])
+def test_blocked_conv_of_an_empty_batch_is_torchs(monkeypatch, x_shape, w_shape):
+    """No samples: an empty output and input gradient, and a zero weight gradient (the
+    blocked path has no block to sum; it raised IndexError before session 26)."""
+    from ember.ops import conv
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    x = ember.tensor(np.zeros(x_shape), dtype=ember.float64, requires_grad=True)
+    w = ember.tensor(np.ones(w_shape), dtype=ember.float64, requires_grad=True)
+    out = F.conv2d(x, w, padding=1)
+    assert out.grad_fn.blocked
+    out.sum().backward()
+    tx = torch.zeros(x_shape, dtype=torch.float64, requires_grad=True)
+    tw = torch.ones(w_shape, dtype=torch.float64, requires_grad=True)
+    TF.conv2d(tx, tw, padding=1).sum().backward()
+    assert out.shape == tuple(TF.conv2d(tx, tw, padding=1).shape)
+    assert x.grad.shape == x_shape
+    np.testing.assert_array_equal(w.grad.array, tw.grad.numpy())
