@@ -744,6 +744,16 @@ def test_winograd_float32_is_as_close_to_torch_as_the_direct_path(monkeypatch):
     assert not np.array_equal(winograd, direct)  # the two paths really differ
 
 
+def assert_same_non_finite(got, expected, dtype):
+    """NaN, +inf and -inf exactly where ``expected`` has them, the rest close."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(expected))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=tol, atol=tol)
+
+
 def test_winograd_weight_gradient_float32_is_as_close_as_im2cols(monkeypatch):
     """Winograd's weight gradient rounds differently from im2col + GEMM in float32: both
     within a few float32 ulps of the exact sum, and the same bits on any number of threads
@@ -813,12 +823,7 @@ def test_winograd_weight_gradient_with_non_finite_values_is_torchs(monkeypatch, 
     with np.errstate(invalid="ignore"):
         got = conv_blocked.weight_grad(x.astype(dtype), g.astype(dtype), win)
     assert got.dtype == dtype and (np.isinf(expected).any() or np.isnan(expected).any())
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
-    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(expected))
-    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))
-    finite = np.isfinite(expected)
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(got[finite], expected[finite], rtol=tol, atol=tol)
+    assert_same_non_finite(got, expected, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -878,12 +883,7 @@ def test_winograd_with_non_finite_values_gives_torchs_inf_and_nan(monkeypatch, d
                          torch.tensor(w, dtype=torch.float64), padding=1).numpy()
     assert taken and got.dtype == dtype
     assert np.isinf(expected).any() or np.isnan(expected).any()
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
-    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(expected))
-    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))
-    finite = np.isfinite(expected)
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(got[finite], expected[finite], rtol=tol, atol=tol)
+    assert_same_non_finite(got, expected, dtype)
 
 
 @pytest.mark.parametrize("shape, kwargs, expected", [
