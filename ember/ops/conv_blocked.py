@@ -46,8 +46,10 @@ from ember import blas, parallel
 from ember.backend import xp
 from ember.ops import kernels, simd
 
-__all__ = ["forward", "weight_grad", "on_blocks", "narrow", "winograd", "BLOCK_BYTES",
-           "NARROW_MIN_WASTE", "THREADS", "WINOGRAD", "WINOGRAD_BLOCK_BYTES"]
+__all__ = ["forward", "weight_grad", "on_blocks", "summed_in_block_order", "narrow",
+           "winograd", "winograd_weight_grad", "winograd_shape", "BLOCK_BYTES",
+           "NARROW_MIN_WASTE", "THREADS", "WINOGRAD", "WINOGRAD_BLOCK_BYTES",
+           "WINOGRAD_WEIGHT_GRAD", "WINOGRAD_GRAD_BLOCK_BYTES"]
 
 NARROW_MIN_WASTE = 0.1  # narrow layout where wide rows would waste more of the products
 BLOCK_BYTES = 3 << 20  # columns per block: about a core's L2 (2 MiB here) plus some L3
@@ -134,6 +136,15 @@ def on_blocks(run: Any, n: int, per_block: int) -> list:
     count = min(blas.get_num_threads() if THREADS else 1, -(-n // per_block))
     with blas.one_thread():
         return parallel.on_threads(lambda: run(starts), count)
+
+
+def summed_in_block_order(found: list) -> Any:
+    """The sum of the blocks' parts (``on_blocks``' results: one dict of block start ->
+    part per thread), added in block order whichever thread made each: the same bits on
+    every run and any number of threads."""
+    parts = {start: part for per_thread in found for start, part in per_thread.items()}
+    ordered = [parts[start] for start in sorted(parts)]
+    return sum(ordered[1:], ordered[0])
 
 
 def winograd(win: Any, dtype: Any) -> bool:
@@ -282,10 +293,7 @@ def _winograd_weight_grad(x: Any, g: Any, win: Any) -> Any:
             kernels.winograd_grad(g[start:start + count], z.reshape(16, c_out, count, tiles))
             parts[start] = simd.matmul(z, xp.swapaxes(v, 1, 2))
         return parts
-    parts = {start: part for found in on_blocks(run, win.n, per_block)
-             for start, part in found.items()}
-    ordered = [parts[start] for start in sorted(parts)]  # the same bits on every run
-    du = sum(ordered[1:], ordered[0]).reshape(4, 4, c_out * c)
+    du = summed_in_block_order(on_blocks(run, win.n, per_block)).reshape(4, 4, c_out * c)
     gt = xp.asarray(_G, x.dtype).T  # (3, 4)
     dw = xp.matmul(xp.matmul(gt, du.transpose(2, 0, 1)), gt.T)  # (C_out * c, 3, 3)
     if xp.isnan(dw).any():
@@ -343,8 +351,4 @@ def weight_grad(x: Any, g: Any, win: Any) -> Any:
             parts[start] = simd.matmul(block.reshape(rows, -1),
                                        g_block.reshape(c_out, -1).T)
         return parts
-    parts = {start: part for found in on_blocks(run, win.n, per_block)
-             for start, part in found.items()}
-    # summed in block order, whichever thread made each: the same bits on every run
-    ordered = [parts[start] for start in sorted(parts)]
-    return sum(ordered[1:], ordered[0]).T
+    return summed_in_block_order(on_blocks(run, win.n, per_block)).T

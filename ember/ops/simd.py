@@ -279,13 +279,13 @@ def nt_into(a: Any, b_rows: Any, out: Any = None) -> Any:
 
 def _scratch(k: int) -> Any:
     """This thread's buffers: a packed panel of at least k rows, a 6 x 32 spill tile for
-    edge tiles and ``dot_6x4``'s partial sums (the kernels run on several threads at
-    once)."""
+    edge tiles and ``dot_6x4``'s 24 sums, two vectors (the kernels run on several threads
+    at once)."""
     found = getattr(_local, "scratch", None)
     if found is None:
         found = _local.scratch = SimpleNamespace(panel=xp.empty(32 * max(k, 64), xp.float32),
                                                  spill=xp.empty(6 * 32, xp.float32),
-                                                 sums=xp.empty(24 * 16, xp.float32))
+                                                 sums=xp.empty(32, xp.float32))
     elif found.panel.size < 32 * k:
         found.panel = xp.empty(32 * k, xp.float32)
     return found
@@ -362,8 +362,7 @@ def nn_kernel(a, b, c, panel, spill, batch, a_step, m, k, n):
 
 def dot_6x4(a, first_a, last_a, b, first_b, last_b, k, sums):
     """The 24 dot products of 6 rows of ``a`` (from ``first_a``, clamped to ``last_a``) with
-    4 rows of ``b`` over their first k - k % 16 elements, each as 16 partial sums, into
-    ``sums`` in (a row, b row, lane) order."""
+    4 rows of ``b`` over their first k - k % 16 elements, into ``sums`` at ``DOT_LANES``."""
     a0, a1, a2 = first_a, min(first_a + k, last_a), min(first_a + 2 * k, last_a)
     a3, a4, a5 = min(first_a + 3 * k, last_a), min(first_a + 4 * k, last_a), \
         min(first_a + 5 * k, last_a)
@@ -402,7 +401,7 @@ def dot_6x4(a, first_a, last_a, b, first_b, last_b, k, sums):
 
 def nt_kernel(a, b, c, sums, batch, a_step, m, k, n):
     """c[t] = a[t] @ b[t].T for t < batch, ``a[t]`` (m, k) and ``b[t]`` (n, k); ``a_step`` 0
-    shares one a. Tiles of 6 x 4 dot products, each its 16 lanes added in order, then the
+    shares one a. Tiles of 6 x 4 dot products, each its 16 lanes added as a tree, then the
     last k % 16 products."""
     whole = k - k % 16
     for t in range(batch):
