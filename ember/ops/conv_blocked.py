@@ -255,9 +255,9 @@ def _winograd_forward(x: Any, weight: Any, win: Any, bias: Any) -> Any:
 
 
 def _balanced_blocks(n: int, sample_bytes: int, block_bytes: int) -> int:
-    """Samples per block: blocks of at most about ``block_bytes``, an even number of them,
-    so that two threads end together. (Not the actual thread count: the sums' grouping,
-    and so their bits, must not depend on it.)"""
+    """Samples per block: blocks of about ``block_bytes`` (a sample more at most), an even
+    number of them where the samples allow, so that two threads end together. (Not the
+    actual thread count: the sums' grouping, and so their bits, must not depend on it.)"""
     blocks = -(-n * sample_bytes // block_bytes)
     return max(1, -(-n // (blocks + blocks % 2)))
 

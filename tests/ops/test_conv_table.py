@@ -1092,3 +1092,18 @@ def test_blocked_conv_of_an_empty_batch_is_torchs(monkeypatch, x_shape, w_shape)
     assert out.shape == tuple(TF.conv2d(tx, tw, padding=1).shape)
     assert x.grad.shape == x_shape
     np.testing.assert_array_equal(w.grad.array, tw.grad.numpy())
+
+
+@pytest.mark.parametrize("n, sample_bytes, block_bytes", [
+    (128, 393216, 1 << 22), (128, 196608, 1 << 22), (7, 1000, 2500), (1, 10, 1000),
+    (5, 1 << 20, 1 << 10)])
+def test_winograd_gradient_blocks_are_even_and_within_their_size(n, sample_bytes,
+                                                                 block_bytes):
+    """The weight gradient's blocks: about ``block_bytes`` each (a sample more at most),
+    and an even number of them (two threads end together) where the samples allow it."""
+    from ember.ops import conv_blocked
+    per_block = conv_blocked._balanced_blocks(n, sample_bytes, block_bytes)
+    blocks = -(-n // per_block)
+    assert per_block >= 1
+    assert (per_block - 1) * sample_bytes < block_bytes
+    assert blocks % 2 == 0 or (per_block == 1 and n % 2 == 1)
