@@ -20,7 +20,10 @@ keeps in registers across the loop over the inner dimension:
   tile of rows.
 - ``nt``: ``c = a @ b.T`` with both operands' rows contiguous (the weight gradients'
   ``columns @ g^T``). Tiles of 6 x 4 dot products, each a 16-lane vector of partial sums
-  over the inner dimension, added up at the end.
+  over the inner dimension, added up at the end as a tree of lane shuffles.
+- ``nn_t``: the same product by ``nn``, each panel transposed from 32 rows of ``b.T`` as
+  it is packed (16 x 16 at a time, in registers): where ``b.T`` has whole 32-row panels,
+  faster than ``nt``, whose tiles stream both operands from L2.
 
 Rows past the edge of a tile read the last row again (no padded copy) and are not
 stored; columns past it are zeros in the packed panel. The sums run in another order
@@ -53,6 +56,7 @@ against 30; section 31)."""
 DOT_LANES = (0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15, 16, 24, 20, 28, 18, 26, 22, 30)
 """Where ``dot_6x4`` leaves the dot product of its a row r and b row s: ``sums[DOT_LANES[4 *
 r + s]]`` (the order its tree of ``vfold``s ends in)."""
+NN_T = True  # transposed b with whole panels on nn (pack_panel_t), not nt (probes switch)
 _compiled: Any = None  # the kernels, made on first use, or False without Numba
 _wanted: bool | None = None  # None: decide from the CPU and the BLAS on first use
 _lock = threading.Lock()  # the first products may come from several threads at once
@@ -64,6 +68,7 @@ def _compile() -> Any:
     # the intrinsics are module globals, not closure variables: Numba keys its on-disk
     # cache by a kernel's closure, and an intrinsic pickles with a new id in every process
     global vload, vstore, vsplat, vzero, vfma, vfold8, vfold4, vfold2, vfold1
+    global vlow8, vlow4, vlow2, vlow1, vhigh8, vhigh4, vhigh2, vhigh1
     try:
         import numba
         from llvmlite import ir
@@ -74,10 +79,13 @@ def _compile() -> Any:
     f32x16 = _vector_type(numba, models, register_model, vector)
     vload, vstore, vsplat, vzero, vfma = _intrinsics(numba, ir, intrinsic, vector, f32x16)
     vfold8, vfold4, vfold2, vfold1 = (_fold(ir, intrinsic, f32x16, h) for h in (8, 4, 2, 1))
+    vlow8, vlow4, vlow2, vlow1 = (_fold(ir, intrinsic, f32x16, h, "low") for h in (8, 4, 2, 1))
+    vhigh8, vhigh4, vhigh2, vhigh1 = (_fold(ir, intrinsic, f32x16, h, "high")
+                                      for h in (8, 4, 2, 1))
     # each kernel replaces its Python function as a module global, where the kernels that
     # call it find it (Numba resolves globals when it compiles the caller)
     jit = kernels.jit_compiler(numba)
-    for name in ("pack_panel", "nn_kernel", "dot_6x4", "nt_kernel"):
+    for name in ("pack_panel", "pack_panel_t", "nn_kernel", "dot_6x4", "nt_kernel"):
         globals()[name] = jit(globals()[name])
     return SimpleNamespace(nn=nn_kernel, nt=nt_kernel)
 
@@ -132,12 +140,14 @@ def _intrinsics(numba: Any, ir: Any, intrinsic: Any, vector: Any, f32x16: Any) -
     return vload, vstore, vsplat, vzero, vfma
 
 
-def _fold(ir: Any, intrinsic: Any, f32x16: Any, half: int) -> Any:
+def _fold(ir: Any, intrinsic: Any, f32x16: Any, half: int, part: str = "sum") -> Any:
     """``vfold<half>(x, y)``: both vectors' lanes in blocks of ``2 * half``, each block's two
     halves added, the results interleaved block by block: [x's block 0 folded, y's block 0
     folded, x's block 1 folded, ...]. Four levels (8, 4, 2, 1) add up 16 lanes, as a tree,
     for 16 vectors at once: ``dot_6x4``'s end, where lane-by-lane sums cost more than the
-    products on short rows."""
+    products on short rows. ``part`` "low" or "high": that half of each block alone, not
+    added (``vlow<half>``, ``vhigh<half>``): the four levels of those transpose 16 vectors
+    (``pack_panel_t``)."""
     low, high = [], []
     for block in range(0, 16, 2 * half):
         for start in (block, 16 + block):  # x's block, then y's
@@ -149,9 +159,13 @@ def _fold(ir: Any, intrinsic: Any, f32x16: Any, half: int) -> Any:
         def codegen(context, builder, sig, args):
             first = builder.shuffle_vector(*args, ir.Constant(lanes, low))
             second = builder.shuffle_vector(*args, ir.Constant(lanes, high))
+            if part == "low":
+                return first
+            if part == "high":
+                return second
             return builder.fadd(first, second)
         return f32x16(f32x16, f32x16), codegen
-    fold.__name__ = fold.__qualname__ = f"vfold{half}"
+    fold.__name__ = fold.__qualname__ = f"v{'fold' if part == 'sum' else part}{half}"
     return intrinsic(fold)
 
 
@@ -226,6 +240,8 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     if layout is not None and wanted():
         if layout == "nt":
             return nt_into(a, xp.swapaxes(b, -1, -2), out)
+        if layout == "nn_t":
+            return nn_t_into(a, xp.swapaxes(b, -1, -2), out)
         return nn_into(a, b, out)
     return xp.matmul(a, b, out=out)
 
@@ -245,8 +261,11 @@ def _layout(a: Any, b: Any, out: Any) -> str | None:
         return None  # (an ``out`` over an operand: NumPy's product copies first)
     if b.flags.c_contiguous:
         return "nn"
-    transposed = xp.swapaxes(b, -1, -2).flags.c_contiguous
-    return "nt" if transposed and a.shape[-1] >= NT_MIN_K else None
+    if not xp.swapaxes(b, -1, -2).flags.c_contiguous:
+        return None
+    if NN_T and b.shape[-1] % 32 == 0:
+        return "nn_t"  # whole panels: nn's tiles beat nt's dot products
+    return "nt" if a.shape[-1] >= NT_MIN_K else None
 
 
 def nn_into(a: Any, b: Any, out: Any = None) -> Any:
@@ -259,7 +278,22 @@ def nn_into(a: Any, b: Any, out: Any = None) -> Any:
         out = xp.empty((*b.shape[:-2], m, n), xp.float32)
     scratch = _scratch(k)
     _compiled.nn(a.reshape(-1), b.reshape(-1), out.reshape(-1), scratch.panel,
-                 scratch.spill, batch, m * k if a.ndim == 3 else 0, m, k, n)
+                 scratch.spill, batch, m * k if a.ndim == 3 else 0, m, k, n, False)
+    return out
+
+
+def nn_t_into(a: Any, b_rows: Any, out: Any = None) -> Any:
+    """``a @ b_rows.T`` by ``nn_kernel``, its panels transposed from ``b_rows`` (n, k) or
+    (batch, n, k) as they are packed (``pack_panel_t``): the arithmetic of ``nn_into`` on
+    a copy of ``b_rows.T``, without the copy."""
+    m, k = a.shape[-2:]
+    n = b_rows.shape[-2]
+    batch = b_rows.shape[0] if b_rows.ndim == 3 else 1
+    if out is None:
+        out = xp.empty((*b_rows.shape[:-2], m, n), xp.float32)
+    scratch = _scratch(k)
+    _compiled.nn(a.reshape(-1), b_rows.reshape(-1), out.reshape(-1), scratch.panel,
+                 scratch.spill, batch, m * k if a.ndim == 3 else 0, m, k, n, True)
     return out
 
 
@@ -312,7 +346,91 @@ def pack_panel(b, at, n, k, width, panel):
                 panel[target + col] = b[source + col]
 
 
-def nn_kernel(a, b, c, panel, spill, batch, a_step, m, k, n):
+def pack_panel_t(b_rows, at, k, width, panel):
+    """``pack_panel`` of ``b_rows.T``: rows at:at + width of ``b_rows`` (each k long) as the
+    columns of a (k, 32) ``panel``, zero past ``width``. Sixteen rows at a time are
+    transposed in registers, 16 x 16 by four levels of lane shuffles (``vlow``/``vhigh``),
+    so ``a @ w.T`` needs no copy of ``w.T``."""
+    whole = k - k % 16
+    for half in range(0, 32, 16):
+        rows = min(16, width - half)
+        if rows <= 0:
+            for j in range(k):
+                vstore(panel, 32 * j + half, vzero())
+            continue
+        last = at + (half + rows - 1) * k  # rows past the edge: the last row, then zeroed
+        first = at + half * k
+        for j in range(0, whole, 16):
+            r0, r1 = vload(b_rows, first + j), vload(b_rows, min(first + k, last) + j)
+            r2, r3 = vload(b_rows, min(first + 2 * k, last) + j), \
+                vload(b_rows, min(first + 3 * k, last) + j)
+            r4, r5 = vload(b_rows, min(first + 4 * k, last) + j), \
+                vload(b_rows, min(first + 5 * k, last) + j)
+            r6, r7 = vload(b_rows, min(first + 6 * k, last) + j), \
+                vload(b_rows, min(first + 7 * k, last) + j)
+            r8, r9 = vload(b_rows, min(first + 8 * k, last) + j), \
+                vload(b_rows, min(first + 9 * k, last) + j)
+            r10, r11 = vload(b_rows, min(first + 10 * k, last) + j), \
+                vload(b_rows, min(first + 11 * k, last) + j)
+            r12, r13 = vload(b_rows, min(first + 12 * k, last) + j), \
+                vload(b_rows, min(first + 13 * k, last) + j)
+            r14, r15 = vload(b_rows, min(first + 14 * k, last) + j), \
+                vload(b_rows, min(first + 15 * k, last) + j)
+            # level 8: rows i and i + 8
+            r0, r8 = vlow8(r0, r8), vhigh8(r0, r8)
+            r1, r9 = vlow8(r1, r9), vhigh8(r1, r9)
+            r2, r10 = vlow8(r2, r10), vhigh8(r2, r10)
+            r3, r11 = vlow8(r3, r11), vhigh8(r3, r11)
+            r4, r12 = vlow8(r4, r12), vhigh8(r4, r12)
+            r5, r13 = vlow8(r5, r13), vhigh8(r5, r13)
+            r6, r14 = vlow8(r6, r14), vhigh8(r6, r14)
+            r7, r15 = vlow8(r7, r15), vhigh8(r7, r15)
+            # level 4: rows i and i + 4
+            r0, r4 = vlow4(r0, r4), vhigh4(r0, r4)
+            r1, r5 = vlow4(r1, r5), vhigh4(r1, r5)
+            r2, r6 = vlow4(r2, r6), vhigh4(r2, r6)
+            r3, r7 = vlow4(r3, r7), vhigh4(r3, r7)
+            r8, r12 = vlow4(r8, r12), vhigh4(r8, r12)
+            r9, r13 = vlow4(r9, r13), vhigh4(r9, r13)
+            r10, r14 = vlow4(r10, r14), vhigh4(r10, r14)
+            r11, r15 = vlow4(r11, r15), vhigh4(r11, r15)
+            # level 2: rows i and i + 2
+            r0, r2 = vlow2(r0, r2), vhigh2(r0, r2)
+            r1, r3 = vlow2(r1, r3), vhigh2(r1, r3)
+            r4, r6 = vlow2(r4, r6), vhigh2(r4, r6)
+            r5, r7 = vlow2(r5, r7), vhigh2(r5, r7)
+            r8, r10 = vlow2(r8, r10), vhigh2(r8, r10)
+            r9, r11 = vlow2(r9, r11), vhigh2(r9, r11)
+            r12, r14 = vlow2(r12, r14), vhigh2(r12, r14)
+            r13, r15 = vlow2(r13, r15), vhigh2(r13, r15)
+            # level 1: rows i and i + 1; row i now holds column j + i
+            r0, r1 = vlow1(r0, r1), vhigh1(r0, r1)
+            r2, r3 = vlow1(r2, r3), vhigh1(r2, r3)
+            r4, r5 = vlow1(r4, r5), vhigh1(r4, r5)
+            r6, r7 = vlow1(r6, r7), vhigh1(r6, r7)
+            r8, r9 = vlow1(r8, r9), vhigh1(r8, r9)
+            r10, r11 = vlow1(r10, r11), vhigh1(r10, r11)
+            r12, r13 = vlow1(r12, r13), vhigh1(r12, r13)
+            r14, r15 = vlow1(r14, r15), vhigh1(r14, r15)
+            to = 32 * j + half
+            vstore(panel, to, r0), vstore(panel, to + 32, r1)
+            vstore(panel, to + 64, r2), vstore(panel, to + 96, r3)
+            vstore(panel, to + 128, r4), vstore(panel, to + 160, r5)
+            vstore(panel, to + 192, r6), vstore(panel, to + 224, r7)
+            vstore(panel, to + 256, r8), vstore(panel, to + 288, r9)
+            vstore(panel, to + 320, r10), vstore(panel, to + 352, r11)
+            vstore(panel, to + 384, r12), vstore(panel, to + 416, r13)
+            vstore(panel, to + 448, r14), vstore(panel, to + 480, r15)
+        for j in range(whole, k):  # the last k % 16 columns of the rows
+            for col in range(rows):
+                panel[32 * j + half + col] = b_rows[first + col * k + j]
+        if rows < 16:  # lanes past the edge: zero
+            for j in range(k):
+                for col in range(rows, 16):
+                    panel[32 * j + half + col] = 0.0
+
+
+def nn_kernel(a, b, c, panel, spill, batch, a_step, m, k, n, trans):
     """c[t] = a[t] @ b[t] for t < batch, of (m, k) by (k, n); ``a_step`` 0 shares one a.
 
     Each tile is 6 rows x 32 columns of c, summed in 12 registers (s<row><half>). Rows
@@ -324,7 +442,10 @@ def nn_kernel(a, b, c, panel, spill, batch, a_step, m, k, n):
         last = a_at + (m - 1) * k
         for col in range(0, n, 32):
             width = min(32, n - col)
-            pack_panel(b, b_at + col, n, k, width, panel)
+            if trans:  # b holds the rows of b.T
+                pack_panel_t(b, b_at + col * k, k, width, panel)
+            else:
+                pack_panel(b, b_at + col, n, k, width, panel)
             for row in range(0, m, 6):
                 r0 = a_at + row * k
                 r1, r2, r3 = min(r0 + k, last), min(r0 + 2 * k, last), min(r0 + 3 * k, last)

@@ -56,6 +56,22 @@ def test_nt_product(simd_on, m, k, n):
     assert_product_close(simd.nt_into(a, b_rows), a, b_rows.T)
 
 
+@pytest.mark.parametrize("m, k, n", SHAPES + [(7, 40, 16), (6, 33, 17), (13, 16, 64),
+                                     (5, 15, 31), (12, 200, 96)])
+def test_nn_t_product_is_nn_on_a_copy_of_the_transpose(simd_on, m, k, n):
+    """``nn_t`` packs its panels straight from the rows of ``b.T`` (16 x 16 register
+    transposes, edges past 16 or 32 rows, inner dimensions past a multiple of 16): the bits
+    of ``nn`` on a contiguous copy of ``b``, and within the rounding bound."""
+    rng = np.random.default_rng(m * 1000 + k * 10 + n + 2)
+    a, b_rows = rng.standard_normal((m, k), np.float32), rng.standard_normal((n, k), np.float32)
+    got = simd.nn_t_into(a, b_rows)
+    np.testing.assert_array_equal(got, simd.nn_into(a, np.ascontiguousarray(b_rows.T)))
+    assert_product_close(got, a, b_rows.T)
+    stack = rng.standard_normal((3, n, k), np.float32)  # a stack, one shared a
+    np.testing.assert_array_equal(simd.nn_t_into(a, stack),
+                                  simd.nn_into(a, np.ascontiguousarray(stack.transpose(0, 2, 1))))
+
+
 @pytest.mark.parametrize("shared", [True, False])
 @pytest.mark.parametrize("transposed", [False, True])
 def test_batched_products_into_out(simd_on, shared, transposed):
@@ -75,12 +91,14 @@ def test_batched_products_into_out(simd_on, shared, transposed):
 
 
 def test_matmul_takes_the_kernels_only_where_they_fit(simd_on, monkeypatch):
-    """float32 C-contiguous operands (or ``b`` a transposed C-contiguous matrix with a long
-    enough inner dimension) go to the kernels; anything else is NumPy's product, with
-    NumPy's errors."""
+    """float32 C-contiguous operands (or ``b`` a transposed C-contiguous matrix: on ``nn_t``
+    with whole 32-column panels, else on ``nt`` with a long enough inner dimension) go to
+    the kernels; anything else is NumPy's product, with NumPy's errors."""
     calls = []
     monkeypatch.setattr(simd, "nn_into", lambda *a: calls.append("nn") or np.matmul(*a[:2]))
     monkeypatch.setattr(simd, "nt_into", lambda a, b, out: calls.append("nt") or
+                        a @ np.swapaxes(b, -1, -2))
+    monkeypatch.setattr(simd, "nn_t_into", lambda a, b, out: calls.append("nn_t") or
                         a @ np.swapaxes(b, -1, -2))
     rng = np.random.default_rng(4)
     a, b = rng.standard_normal((8, 9), np.float32), rng.standard_normal((9, 10), np.float32)
@@ -89,7 +107,9 @@ def test_matmul_takes_the_kernels_only_where_they_fit(simd_on, monkeypatch):
     simd.matmul(long_a, rng.standard_normal((10, simd.NT_MIN_K), np.float32).T)
     simd.matmul(a, rng.standard_normal((3, 9, 4), np.float32))
     simd.matmul(long_a, rng.standard_normal((3, 4, simd.NT_MIN_K), np.float32).transpose(0, 2, 1))
-    assert calls == ["nn", "nt", "nn", "nt"]
+    simd.matmul(a, rng.standard_normal((64, 9), np.float32).T)  # whole panels: any k
+    simd.matmul(long_a, rng.standard_normal((2, 32, simd.NT_MIN_K), np.float32).transpose(0, 2, 1))
+    assert calls == ["nn", "nt", "nn", "nt", "nn_t", "nn_t"]
     calls.clear()
     for x, y in [(a.astype(np.float64), b), (a, b.astype(np.float64)), (a.T.copy().T, b),
                  (a, b[:, ::2]), (rng.standard_normal((3, 8, 9), np.float32), b), (a[None], b),
