@@ -180,7 +180,8 @@ VARIANTS_NOTE = (
     "Test accuracy after the same epoch from the same weights on the same batches, for "
     "each framework as timed and in variants whose arithmetic is the same and whose "
     "float32 sums run in another order (torch: one thread, channels-last convolutions; "
-    "ember: the convolutions' wide row layout, smaller blocks). A one-epoch CIFAR run "
+    "ember: im2col's weight gradients instead of Winograd's, and Winograd's forward on "
+    "where it is off as timed, off where it is on). A one-epoch CIFAR run "
     "is chaotic in float32, so one run of each says little: the target compares the "
     "two frameworks' mean accuracies with Student's two-sample t test at 95%, the "
     "spread pooled from both.")
