@@ -271,29 +271,24 @@ def _layout(a: Any, b: Any, out: Any) -> str | None:
 def nn_into(a: Any, b: Any, out: Any = None) -> Any:
     """``a @ b`` by ``nn_kernel``: ``a`` (m, k) or (batch, m, k), ``b`` (k, n) or (batch, k,
     n), all float32 and C-contiguous (``matmul`` checks; this does not)."""
-    m, k = a.shape[-2:]
-    n = b.shape[-1]
-    batch = b.shape[0] if b.ndim == 3 else 1
-    if out is None:
-        out = xp.empty((*b.shape[:-2], m, n), xp.float32)
-    scratch = _scratch(k)
-    _compiled.nn(a.reshape(-1), b.reshape(-1), out.reshape(-1), scratch.panel,
-                 scratch.spill, batch, m * k if a.ndim == 3 else 0, m, k, n, False)
-    return out
+    return _nn(a, b, b.shape[-1], out, False)
 
 
 def nn_t_into(a: Any, b_rows: Any, out: Any = None) -> Any:
     """``a @ b_rows.T`` by ``nn_kernel``, its panels transposed from ``b_rows`` (n, k) or
     (batch, n, k) as they are packed (``pack_panel_t``): the arithmetic of ``nn_into`` on
     a copy of ``b_rows.T``, without the copy."""
+    return _nn(a, b_rows, b_rows.shape[-2], out, True)
+
+
+def _nn(a: Any, b: Any, n: int, out: Any, trans: bool) -> Any:
     m, k = a.shape[-2:]
-    n = b_rows.shape[-2]
-    batch = b_rows.shape[0] if b_rows.ndim == 3 else 1
+    batch = b.shape[0] if b.ndim == 3 else 1
     if out is None:
-        out = xp.empty((*b_rows.shape[:-2], m, n), xp.float32)
+        out = xp.empty((*b.shape[:-2], m, n), xp.float32)
     scratch = _scratch(k)
-    _compiled.nn(a.reshape(-1), b_rows.reshape(-1), out.reshape(-1), scratch.panel,
-                 scratch.spill, batch, m * k if a.ndim == 3 else 0, m, k, n, True)
+    _compiled.nn(a.reshape(-1), b.reshape(-1), out.reshape(-1), scratch.panel,
+                 scratch.spill, batch, m * k if a.ndim == 3 else 0, m, k, n, trans)
     return out
 
 
