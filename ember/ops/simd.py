@@ -49,10 +49,11 @@ from ember.ops import kernels
 __all__ = ["matmul", "wanted", "set_wanted", "nn_into", "nt_into", "NT_MIN_K"]
 
 NT_MIN_K = 256
-"""``nt``'s shortest inner dimension: each tile ends in 24 sums of 16 lanes, in scalar
-code, which on short rows costs more than the products (LeNet-5's 150x100 @ (16x100)^T
-per sample: 24 GFLOP/s against OpenBLAS's 85 with AVX2; its 25x784 @ (6x784)^T: 85
-against 30; section 31)."""
+"""``nt``'s shortest inner dimension: each tile ends in adding up 24 vectors of 16 lanes,
+which on short rows costs more than the products (LeNet-5's 150x100 @ (16x100)^T per
+sample: 37 GFLOP/s with the tree of ``vfold``s, 24 lane by lane, against OpenBLAS's 85-93
+with AVX2; its 25x784 @ (6x784)^T: 85 against 30; sections 31-32). ``nn_t`` has no such
+end and takes transposed operands of any inner dimension where their panels are whole."""
 DOT_LANES = (0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15, 16, 24, 20, 28, 18, 26, 22, 30)
 """Where ``dot_6x4`` leaves the dot product of its a row r and b row s: ``sums[DOT_LANES[4 *
 r + s]]`` (the order its tree of ``vfold``s ends in)."""
@@ -227,9 +228,9 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     where ``wanted()`` and the operands fit them, otherwise NumPy's ``matmul``.
 
     They fit as float32, ``a`` (m, k) or (batch, m, k) C-contiguous, ``b`` (k, n) or
-    (batch, k, n) either C-contiguous (``nn_into``) or, with k >= ``NT_MIN_K``, the
-    transpose of C-contiguous (n, k) matrices (``nt_into``), and ``out`` C-contiguous of
-    the product's shape, apart from both.
+    (batch, k, n) either C-contiguous (``nn_into``) or the transpose of C-contiguous (n, k)
+    matrices: with n a multiple of 32 (``nn_t_into``), else with k >= ``NT_MIN_K``
+    (``nt_into``); and ``out`` C-contiguous of the product's shape, apart from both.
 
     >>> import numpy as np
     >>> a, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
