@@ -177,14 +177,13 @@ def trajectory_table(results: list[TrajectoryResult]) -> list[str]:
 
 
 VARIANTS_NOTE = (
-    "Test accuracy after the same epoch from the same weights on the same batches, for "
-    "each framework as timed and in variants whose arithmetic is the same and whose "
-    "float32 sums run in another order (torch: one thread, channels-last convolutions; "
-    "ember: im2col's weight gradients instead of Winograd's, and Winograd's forward on "
-    "where it is off as timed, off where it is on). A one-epoch CIFAR run "
-    "is chaotic in float32, so one run of each says little: the target compares the "
-    "two frameworks' mean accuracies with Student's two-sample t test at 95%, the "
-    "spread pooled from both.")
+    "Test accuracy after the same epoch on the same batches, for each framework as timed "
+    "and from three other float32 starts: the timed run's initial weights with each "
+    "weight moved by one ulp up, down or not at all (seeded at random), both frameworks "
+    "from the same nudged start. A one-epoch CIFAR run is chaotic in float32 (any "
+    "change in the order of float32 sums moves its accuracy by a point or more), so one "
+    "run of each says little: the target compares the two frameworks' mean accuracies "
+    "with Student's two-sample t test at 95%, the spread pooled from both.")
 
 
 def variant_table(results: list[CaseResult]) -> list[str]:

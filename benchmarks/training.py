@@ -338,6 +338,21 @@ def build_torch_model(case: Case) -> torch.nn.Module:
     return models_torch.TWINS[case.model](**case.model_kwargs)
 
 
+@torch.no_grad()
+def nudged_start(case: Case, k: int) -> torch.nn.Module:
+    """``build_torch_model`` with each weight moved by -1, 0 or +1 ulp, chosen at random
+    with seed ``k``: another float32 start of the same run, for drawing samples of a
+    chaotic run's accuracy (both frameworks then train from the same nudged start)."""
+    model = build_torch_model(case)
+    rng = np.random.default_rng(k)
+    for p in model.parameters():
+        a = p.numpy()
+        step = rng.integers(-1, 2, a.shape)
+        towards = np.where(step > 0, np.inf, -np.inf).astype(np.float32)
+        a[...] = np.where(step == 0, a, np.nextafter(a, towards))
+    return model
+
+
 def build_runners(case: Case, data: ImageData, with_numpy: bool = True) -> list:
     """ember run(s), torch, and NumPy where it exists, all from one torch initialisation.
     ember and NumPy copy the weights before torch starts training them."""

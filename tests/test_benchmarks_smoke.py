@@ -318,14 +318,13 @@ def test_rss_sampler_sees_a_rise_and_sleeps_between_tracked_stretches():
 def test_quick_report_limits_the_cifar_accuracy_gap_by_float32_variants(quick_report):
     targets = {r["target"]: r for r in table(quick_report, "Targets")}
     cifar = [t for t in targets if t.startswith("CIFAR-10 CNN") and "accuracy gap" in t]
-    assert len(cifar) == 1 and "means of 3 and 3 float32 variants" in cifar[0]
+    assert len(cifar) == 1 and "means of 4 and 4 float32 variants" in cifar[0]
     mnist = [t for t in targets if "accuracy gap" in t and not t.startswith("CIFAR")]
     assert mnist and not any("variants" in t for t in mnist)  # sampling noise only
     rows = table(quick_report, "Accuracy of float32 variants")
     assert [(r["framework"], r["variant"]) for r in rows] == [
-        ("ember", "as timed"), ("ember", "im2col weight gradients"),
-        ("ember", "Winograd's forward switched"), ("torch", "as timed"), ("torch", "1 thread"),
-        ("torch", "channels-last")]
+        (framework, variant) for framework in ("ember", "torch") for variant in
+        ("as timed", "start nudged (1)", "start nudged (2)", "start nudged (3)")]
     assert all(0 <= number(r["test accuracy"]) <= 1 for r in rows)
 
 
@@ -397,3 +396,18 @@ def test_a_sliced_epoch_trains_exactly_what_a_whole_epoch_trains(slices):
         assert pairs
         for p, q in pairs:
             np.testing.assert_array_equal(p, q)
+
+
+def test_nudged_starts_are_one_ulp_away_and_seeded():
+    case = next(c for c in training.CASES if c.accuracy_variants)
+    base = [p.detach().numpy() for p in training.build_torch_model(case).parameters()]
+    first, again, other = ([p.detach().numpy() for p in training.nudged_start(case, k)
+                            .parameters()] for k in (1, 1, 2))
+    moved = 0
+    for b, n, a in zip(base, first, again):
+        up, down = np.nextafter(b, np.float32(np.inf)), np.nextafter(b, np.float32(-np.inf))
+        assert ((n == b) | (n == up) | (n == down)).all()
+        moved += int((n != b).sum())
+        np.testing.assert_array_equal(n, a)  # seeded
+    assert moved > sum(b.size for b in base) / 2  # about two weights in three move
+    assert any((n != o).any() for n, o in zip(first, other))
