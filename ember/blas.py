@@ -56,6 +56,8 @@ these products on two threads: the batch-64 MLPs' steps 5-23% faster, the ReLU M
 LeNet-5's 14% slower, which its convolutions' pool now prevents."""
 
 _np_matmul = xp.matmul
+_F32 = xp.dtype(xp.float32)
+WORKER = True  # float32 products on simd's kernels where wanted (tests and probes switch)
 _own_threads_started = False
 _OPENBLAS_SINGLE_MNK = 65536 * 4  # below this M*N*K OpenBLAS stays on one thread itself
 _MULTITHREAD_MNK = MULTITHREAD_FLOPS / 2
@@ -190,8 +192,19 @@ def note_own_threads_started() -> None:
 
 def matmul(a: Any, b: Any, out: Any = None) -> Any:
     """``a @ b`` (into ``out`` if given), on one BLAS thread unless the product is
-    big enough to share."""
+    big enough to share. 2-D float32 products from ``MID_MNK`` multiply-adds go to
+    ``ember.ops.simd``'s kernels where they are wanted (an AVX-512 CPU whose BLAS leaves
+    AVX-512 unused: ``split_product``), shared with its spinning worker thread as long as
+    ``ember.parallel``'s pool has not started (two spinning pools fight), on one thread
+    after: the same bits either way."""
     mnk = (a.shape[-2] if a.ndim > 1 else 1) * a.shape[-1] * b.shape[-1]
+    if mnk >= MID_MNK and WORKER and a.dtype == _F32 and _split_wanted():
+        found = _split_product(a, b, not _own_threads_started)
+        if found is not None:
+            if out is None:
+                return found
+            out[...] = found
+            return out
     if mnk >= _MULTITHREAD_MNK or (mnk >= MID_MNK and not _own_threads_started):
         _note_shared(b)  # see split_pays
         return _in_blocks(a, b, out)
@@ -206,6 +219,26 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
         return _np_matmul(a, b, out=out)
     finally:
         pool.set(threads)
+
+
+def _split_wanted() -> bool:
+    """Whether big float32 products go to ``simd``'s split worker in this process."""
+    global _simd_wanted
+    if _simd_wanted is None:
+        from ember.ops import simd
+        _simd_wanted = simd.wanted
+    return _simd_wanted()
+
+
+_simd_wanted = None
+
+
+def _split_product(a: Any, b: Any, share: bool) -> Any:
+    """``simd.split_product``, imported on first use (``ember.ops`` imports this module)."""
+    global _split_product
+    from ember.ops.simd import split_product
+    _split_product = split_product
+    return split_product(a, b, share)
 
 
 SPLIT = True
@@ -367,6 +400,7 @@ def split_pays(y: Any) -> bool:
     answer depends on sizes and on which products ran, never on timing: the split update
     rounds as ``axpy`` does, so a timing-based choice would make runs irreproducible.
     """
+    # not while simd's split worker spins: OpenBLAS's woken thread would fight it
     return y.size >= SPLIT_AXPY_MIN_SIZE and _noted(y)
 
 

@@ -13,6 +13,16 @@ SHAPES = [(10, 784, 100), (64, 784, 100), (200, 784, 256), (8, 8, 8), (512, 512,
           (1, 784, 400), (200, 256, 128)]
 
 
+@pytest.fixture(autouse=True)
+def openblas_products(monkeypatch):
+    """These tests are about OpenBLAS's threads: simd's split worker (which takes big
+    float32 products on some CPUs) stays off; tests/ops/test_simd.py tests it."""
+    from ember.ops import simd
+    previous = simd.set_wanted(False)
+    yield
+    simd.set_wanted(previous)
+
+
 @pytest.fixture
 def two_threads(monkeypatch):
     pool = blas._blas_pool()

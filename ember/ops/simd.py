@@ -38,6 +38,7 @@ how the tests check these kernels on any CPU.
 
 from __future__ import annotations
 
+import os
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -46,7 +47,8 @@ from ember import blas
 from ember.backend import xp
 from ember.ops import kernels
 
-__all__ = ["matmul", "wanted", "set_wanted", "nn_into", "nt_into", "NT_MIN_K"]
+__all__ = ["matmul", "split_product", "SplitWorker", "wanted", "set_wanted", "nn_into",
+           "nt_into", "NT_MIN_K", "SPIN_LOOPS", "SPLIT_MAX_K"]
 
 NT_MIN_K = 256
 """``nt``'s shortest inner dimension: each tile ends in adding up 24 vectors of 16 lanes,
@@ -60,6 +62,13 @@ r + s]]`` (the order its tree of ``vfold``s ends in)."""
 NN_T = True  # transposed b with whole panels on nn (pack_panel_t), not nt (probes switch)
 _compiled: Any = None  # the kernels, made on first use, or False without Numba
 _wanted: bool | None = None  # None: decide from the CPU and the BLAS on first use
+CLAIM_BITS = 20  # the claim word: job number << CLAIM_BITS | next part
+SPIN_LOOPS = 200_000
+"""How many times the split worker checks for the next product before it sleeps, with a
+PAUSE between checks (~24 ns each here): ~5 ms. Between an MLP step's products it must
+stay awake: at 0.5 ms the ReLU MLP's step ran 1.15x slower than OpenBLAS's, at 5 ms 0.855x
+(section 31)."""
+SPLIT_MAX_K = 8192  # the split worker's packed panel holds this many rows (1 MiB)
 _lock = threading.Lock()  # the first products may come from several threads at once
 _local = threading.local()  # each thread's scratch buffers (``_scratch``)
 
@@ -70,6 +79,7 @@ def _compile() -> Any:
     # cache by a kernel's closure, and an intrinsic pickles with a new id in every process
     global vload, vstore, vsplat, vzero, vfma, vfold8, vfold4, vfold2, vfold1
     global vlow8, vlow4, vlow2, vlow1, vhigh8, vhigh4, vhigh2, vhigh1
+    global atomic_load, atomic_store, atomic_add, swap_if, spin_pause, floats_at, numba_carray
     try:
         import numba
         from llvmlite import ir
@@ -83,21 +93,23 @@ def _compile() -> Any:
     vlow8, vlow4, vlow2, vlow1 = (_fold(ir, intrinsic, f32x16, h, "low") for h in (8, 4, 2, 1))
     vhigh8, vhigh4, vhigh2, vhigh1 = (_fold(ir, intrinsic, f32x16, h, "high")
                                       for h in (8, 4, 2, 1))
+    atomic_load, atomic_store, atomic_add, swap_if, spin_pause, floats_at = \
+        _atomics(numba, ir, intrinsic)
+    numba_carray = numba.carray
     # each kernel replaces its Python function as a module global, where the kernels that
     # call it find it (Numba resolves globals when it compiles the caller)
     jit = kernels.jit_compiler(numba)
-    for name in ("pack_panel", "pack_panel_t", "nn_kernel", "dot_6x4", "nt_kernel"):
+    for name in ("pack_panel", "pack_panel_t", "nn_kernel", "dot_6x4", "nt_kernel",
+                 "run_parts", "worker_spin", "product_run"):
         globals()[name] = jit(globals()[name])
-    return SimpleNamespace(nn=nn_kernel, nt=nt_kernel)
+    return SimpleNamespace(nn=nn_kernel, nt=nt_kernel, worker_spin=worker_spin,
+                           product_run=product_run)
 
 
 def _intrinsics(numba: Any, ir: Any, intrinsic: Any, vector: Any, f32x16: Any) -> tuple:
     """``vload``, ``vstore``, ``vsplat``, ``vzero`` and ``vfma``: what a kernel does with
     ``f32x16`` values, each a few LLVM instructions."""
-    def element(context: Any, builder: Any, array_type: Any, array: Any, index: Any) -> Any:
-        """A pointer to ``array``'s flat element ``index`` (C-contiguous; no bounds check)."""
-        data = context.make_array(array_type)(context, builder, array).data
-        return builder.gep(data, [index])
+    element = _element
 
     @intrinsic
     def vload(typingctx, array, index):  # array[index:index + 16] as one vector
@@ -170,6 +182,67 @@ def _fold(ir: Any, intrinsic: Any, f32x16: Any, half: int, part: str = "sum") ->
     return intrinsic(fold)
 
 
+def _element(context: Any, builder: Any, array_type: Any, array: Any, index: Any) -> Any:
+    """A pointer to ``array``'s flat element ``index`` (C-contiguous; no bounds check)."""
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.gep(data, [index])
+
+
+def _atomics(numba: Any, ir: Any, intrinsic: Any) -> tuple:
+    """What the spinning worker (``SplitWorker``) shares with the main thread: ``atomic_load``
+    (acquire), ``atomic_store`` (release) and ``atomic_add`` of an int64 element, ``swap_if``
+    (compare-and-swap: True when it swapped) and ``floats_at`` (an address as a float32
+    pointer, for ``numba.carray``)."""
+    i64 = numba.types.int64
+
+    @intrinsic
+    def atomic_load(typingctx, array, index):
+        def codegen(context, builder, sig, args):
+            return builder.load_atomic(_element(context, builder, sig.args[0], *args),
+                                       "acquire", 8)
+        return i64(array, index), codegen
+
+    @intrinsic
+    def atomic_store(typingctx, array, index, value):  # what was written before is seen
+        def codegen(context, builder, sig, args):
+            pointer = _element(context, builder, sig.args[0], args[0], args[1])
+            builder.store_atomic(args[2], pointer, "release", 8)
+            return context.get_dummy_value()
+        return numba.types.none(array, index, value), codegen
+
+    @intrinsic
+    def atomic_add(typingctx, array, index, value):  # returns the value before
+        def codegen(context, builder, sig, args):
+            pointer = _element(context, builder, sig.args[0], args[0], args[1])
+            return builder.atomic_rmw("add", pointer, args[2], "seq_cst")
+        return i64(array, index, value), codegen
+
+    @intrinsic
+    def swap_if(typingctx, array, index, expected, value):
+        def codegen(context, builder, sig, args):
+            pointer = _element(context, builder, sig.args[0], args[0], args[1])
+            pair = builder.cmpxchg(pointer, args[2], args[3], "seq_cst", "seq_cst")
+            return builder.extract_value(pair, 1)
+        return numba.types.boolean(array, index, expected, value), codegen
+
+    @intrinsic
+    def spin_pause(typingctx):  # x86's PAUSE: a spinning loop leaves the core's other
+        def codegen(context, builder, sig, args):  # hardware thread its issue slots
+            module = builder.module
+            fn = module.globals.get("llvm.x86.sse2.pause") or ir.Function(
+                module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+            return context.get_dummy_value()
+        return numba.types.none(), codegen
+
+    @intrinsic
+    def floats_at(typingctx, address):
+        def codegen(context, builder, sig, args):
+            return builder.inttoptr(args[0], ir.PointerType(ir.FloatType()))
+        return numba.types.CPointer(numba.types.float32)(i64), codegen
+    return atomic_load, atomic_store, atomic_add, swap_if, spin_pause, floats_at
+
+
 def _vector_type(numba: Any, models: Any, register_model: Any, vector: Any) -> Any:
     """Numba's type for LLVM's ``<16 x float>``, a value held in one register."""
     class F32x16(numba.types.Type):
@@ -237,14 +310,20 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     >>> matmul(a, b).tolist()[0]
     [3.0, 3.0, 3.0, 3.0]
     """
+    found = product(a, b, out)
+    return found if found is not None else xp.matmul(a, b, out=out)
+
+
+def product(a: Any, b: Any, out: Any = None) -> Any:
+    """``a @ b`` on these kernels, or None where ``matmul`` would run NumPy's."""
     layout = _layout(a, b, out)
-    if layout is not None and wanted():
-        if layout == "nt":
-            return nt_into(a, xp.swapaxes(b, -1, -2), out)
-        if layout == "nn_t":
-            return nn_t_into(a, xp.swapaxes(b, -1, -2), out)
-        return nn_into(a, b, out)
-    return xp.matmul(a, b, out=out)
+    if layout is None or not wanted():
+        return None
+    if layout == "nt":
+        return nt_into(a, xp.swapaxes(b, -1, -2), out)
+    if layout == "nn_t":
+        return nn_t_into(a, xp.swapaxes(b, -1, -2), out)
+    return nn_into(a, b, out)
 
 
 def _layout(a: Any, b: Any, out: Any) -> str | None:
@@ -289,7 +368,7 @@ def _nn(a: Any, b: Any, n: int, out: Any, trans: bool) -> Any:
         out = xp.empty((*b.shape[:-2], m, n), xp.float32)
     scratch = _scratch(k)
     _compiled.nn(a.reshape(-1), b.reshape(-1), out.reshape(-1), scratch.panel,
-                 scratch.spill, batch, m * k if a.ndim == 3 else 0, m, k, n, trans)
+                 scratch.spill, batch, m * k if a.ndim == 3 else 0, m, k, n, 0, n, trans, k, 1)
     return out
 
 
@@ -305,6 +384,144 @@ def nt_into(a: Any, b_rows: Any, out: Any = None) -> Any:
     _compiled.nt(a.reshape(-1), b_rows.reshape(-1), out.reshape(-1), _scratch(0).sums, batch,
                  m * k if a.ndim == 3 else 0, m, k, n)
     return out
+
+
+def split_product(a: Any, b: Any, share: bool = True) -> Any:
+    """``a @ b`` for 2-D float32 operands by ``nn``, its columns shared with
+    ``SplitWorker``'s spinning thread when ``share``; the same bits either way. A
+    transposed ``a`` is read in place, ``b = w.T`` packed from ``w``'s rows; other layouts
+    are copied first. None where ``wanted()`` is False or the operands do not fit."""
+    if a.ndim != 2 or b.ndim != 2 or b.dtype != _F32 or a.dtype != _F32 or \
+            a.shape[1] != b.shape[0] or not 0 < a.shape[1] <= SPLIT_MAX_K or not wanted():
+        return None
+    rows, cols = a.strides
+    if rows <= 0 or cols <= 0 or rows % 4 or cols % 4:
+        a = xp.ascontiguousarray(a)
+        rows, cols = a.strides
+    trans = not b.flags.c_contiguous
+    if trans:
+        b = b.T if b.T.flags.c_contiguous else xp.ascontiguousarray(b.T)
+    out = xp.empty((a.shape[0], b.shape[0] if trans else b.shape[1]), _F32)
+    if not share:
+        return _alone(a, b, out, trans)
+    return (_worker or _start_worker()).run(a, b, out, trans)
+
+
+def _alone(a: Any, b: Any, out: Any, trans: bool) -> Any:
+    """``SplitWorker.run``'s product on the calling thread only: the same bits."""
+    scratch = _scratch(a.shape[1])
+    _compiled.product_run(_NO_JOB, _NO_JOB, a, b, out, scratch.panel, scratch.spill,
+                          a.strides[0] // 4, a.strides[1] // 4, trans, 0, 0, 0, 0)
+    return out
+
+
+def _start_worker() -> SplitWorker:
+    global _worker
+    with _lock:
+        if _worker is None:
+            _worker = SplitWorker()
+    return _worker
+
+
+_F32 = xp.dtype(xp.float32)
+_NO_JOB = xp.zeros(11, xp.int64)  # product_run's control and job on one thread
+
+
+class SplitWorker:
+    """A second thread for big products that waits for them by spinning in compiled code.
+
+    Why: one thread of ``nn`` runs an MLP's big products about as fast as OpenBLAS's two
+    AVX2 threads. Split over ``ember.parallel``'s pool they were slower in the step, as
+    its thread sleeps between products and waking it costs more than it saves; OpenBLAS's
+    own threads spin instead. This worker spins too (``SPIN_LOOPS``), in GIL-free code,
+    and takes its share there (the ReLU MLP's step 0.855x; section 31).
+
+    How: ``run`` publishes a job (addresses and sizes), cut into ``PARTS`` column ranges.
+    Both threads claim parts with compare-and-swap on one word and multiply them; then
+    the caller waits for the parts the worker took. A worker that sleeps, wakes late or is
+    gone (after a fork) costs time, never a deadlock: the caller takes every part the
+    worker does not. One caller at a time: a product that comes while another thread's
+    is running runs alone on its own thread."""
+
+    PARTS = 2
+
+    def __init__(self, start: bool = True) -> None:
+        if not wanted():
+            raise RuntimeError("SplitWorker: ember's AVX-512 kernels are not in use here "
+                               "(simd.wanted() is False)")
+        self.control, self.job = _own_cache_lines(3), _own_cache_lines(11)
+        self.number = self.finished = 0
+        self.sleeping, self.wake, self.busy = False, threading.Event(), threading.Lock()
+        self.thread = threading.Thread(target=self._loop, name="ember-simd-split", daemon=True)
+        if start:
+            self.thread.start()
+
+    def run(self, a: Any, b: Any, out: Any, trans: bool = False) -> Any:
+        """``out = a @ b`` in ``PARTS`` column ranges of whole 32-column panels: float32
+        ``a`` (m, k) with positive strides, ``b`` (k, n) C-contiguous or with ``trans`` the
+        rows of ``b.T`` (n, k), C-contiguous ``out`` (m, n)."""
+        if not self.busy.acquire(blocking=False):
+            return _alone(a, b, out, trans)
+        try:
+            n, scratch = out.shape[1], _scratch(a.shape[1])
+            per = 32 * -(-n // (32 * self.PARTS))
+            parts = -(-n // per) if out.size else 0  # an empty product: nothing to publish
+            if self.sleeping:  # woken first, it spins until the job below is published
+                self.wake.set()
+            self.number += 1
+            self.finished += parts
+            _compiled.product_run(self.control, self.job, a, b, out, scratch.panel,
+                                  scratch.spill, a.strides[0] // 4, a.strides[1] // 4, trans,
+                                  per, parts, self.number, self.finished)
+        finally:
+            self.busy.release()
+        return out
+
+    def stop(self) -> None:
+        self.control[0] = -1
+        self.wake.set()
+
+    def _loop(self) -> None:
+        seen, spill = 0, xp.empty(6 * 32, xp.float32)
+        panel = xp.empty(32 * SPLIT_MAX_K, xp.float32)  # any job's: k is known only in it
+        while True:
+            number = _compiled.worker_spin(self.control, self.job, panel, spill, seen,
+                                           SPIN_LOOPS)
+            if number < 0:
+                return
+            if number != seen:
+                seen = number
+                continue
+            # sleep until a job wakes it; under the GIL, ``run`` either sees ``sleeping``
+            # and sets ``wake``, or published its job before this looks once more
+            self.sleeping = True
+            if self.control[0] == seen:
+                self.wake.wait(1.0)
+            self.wake.clear()
+            self.sleeping = False
+
+
+_worker: SplitWorker | None = None
+_LINE = 64  # bytes in a cache line
+
+
+def _own_cache_lines(size: int) -> Any:
+    """A zeroed int64 array of ``size`` on cache lines that hold nothing else: the worker
+    reads it while spinning, and a line shared with the caller's hot data would move
+    between the cores at each of the caller's writes (false sharing)."""
+    padded = xp.zeros(size + 3 * _LINE // 8, xp.int64)
+    first = (-padded.ctypes.data % _LINE) // 8 + _LINE // 8
+    return padded[first:first + size]
+
+
+def _forget_worker() -> None:
+    """A forked child has the worker object but not its thread: start a new one there."""
+    global _worker
+    _worker = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_worker)
 
 
 def _scratch(k: int) -> Any:
@@ -426,8 +643,12 @@ def pack_panel_t(b_rows, at, k, width, panel):
                     panel[32 * j + half + col] = 0.0
 
 
-def nn_kernel(a, b, c, panel, spill, batch, a_step, m, k, n, trans):
-    """c[t] = a[t] @ b[t] for t < batch, of (m, k) by (k, n); ``a_step`` 0 shares one a.
+def nn_kernel(a, b, c, panel, spill, batch, a_step, m, k, n, first, stop, trans, a_rows,
+              a_cols):
+    """c[t] = a[t] @ b[t] for t < batch, of (m, k) by (k, n), in columns first:stop
+    (``first`` a multiple of 32: a thread's share of one product); ``a_step`` 0 shares one
+    a; ``trans``: ``b`` holds the rows of ``b.T`` (``pack_panel_t``). a's element (i, j) is
+    ``a[a_step * t + i * a_rows + j * a_cols]``: a transposed a is read in place.
 
     Each tile is 6 rows x 32 columns of c, summed in 12 registers (s<row><half>). Rows
     past the last read the last again and are not stored; an edge tile goes through
@@ -435,32 +656,34 @@ def nn_kernel(a, b, c, panel, spill, batch, a_step, m, k, n, trans):
     arrays with reference counting per call, up to 4x slower on small products.)"""
     for t in range(batch):
         a_at, b_at, c_at = t * a_step, t * k * n, t * m * n
-        last = a_at + (m - 1) * k
-        for col in range(0, n, 32):
-            width = min(32, n - col)
+        last = a_at + (m - 1) * a_rows
+        for col in range(first, stop, 32):
+            width = min(32, stop - col)
             if trans:  # b holds the rows of b.T
                 pack_panel_t(b, b_at + col * k, k, width, panel)
             else:
                 pack_panel(b, b_at + col, n, k, width, panel)
             for row in range(0, m, 6):
-                r0 = a_at + row * k
-                r1, r2, r3 = min(r0 + k, last), min(r0 + 2 * k, last), min(r0 + 3 * k, last)
-                r4, r5 = min(r0 + 4 * k, last), min(r0 + 5 * k, last)
+                r0 = a_at + row * a_rows
+                r1, r2 = min(r0 + a_rows, last), min(r0 + 2 * a_rows, last)
+                r3, r4 = min(r0 + 3 * a_rows, last), min(r0 + 4 * a_rows, last)
+                r5 = min(r0 + 5 * a_rows, last)
                 s00, s01, s10, s11, s20, s21 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
                 s30, s31, s40, s41, s50, s51 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
                 for j in range(k):  # a row of the panel times an element of each row of a
                     low, high = vload(panel, 32 * j), vload(panel, 32 * j + 16)
-                    x = vsplat(a, r0 + j)
+                    at = j * a_cols
+                    x = vsplat(a, r0 + at)
                     s00, s01 = vfma(x, low, s00), vfma(x, high, s01)
-                    x = vsplat(a, r1 + j)
+                    x = vsplat(a, r1 + at)
                     s10, s11 = vfma(x, low, s10), vfma(x, high, s11)
-                    x = vsplat(a, r2 + j)
+                    x = vsplat(a, r2 + at)
                     s20, s21 = vfma(x, low, s20), vfma(x, high, s21)
-                    x = vsplat(a, r3 + j)
+                    x = vsplat(a, r3 + at)
                     s30, s31 = vfma(x, low, s30), vfma(x, high, s31)
-                    x = vsplat(a, r4 + j)
+                    x = vsplat(a, r4 + at)
                     s40, s41 = vfma(x, low, s40), vfma(x, high, s41)
-                    x = vsplat(a, r5 + j)
+                    x = vsplat(a, r5 + at)
                     s50, s51 = vfma(x, low, s50), vfma(x, high, s51)
                 count, at = min(6, m - row), c_at + row * n + col
                 full = count == 6 and width == 32
@@ -534,3 +757,64 @@ def nt_kernel(a, b, c, sums, batch, a_step, m, k, n):
                         for j in range(whole, k):
                             total += a[x + j] * b[y + j]
                         c[c_at + (row + r) * n + col + s] = total
+
+
+# The split worker's side of a product (``SplitWorker``). ``control`` is int64: [0] the job
+# number, [1] the claim word (job << CLAIM_BITS | next part), [2] parts finished so far (all
+# jobs). ``job`` is int64: addresses of a, b and c, then m, k, n, columns per part, parts,
+# trans, and a's row and column strides in elements.
+
+def run_parts(control, job, panel, spill, number):
+    """Claim parts of job ``number`` and multiply them until none is left."""
+    while True:
+        word = atomic_load(control, 1)
+        part = word & ((1 << CLAIM_BITS) - 1)
+        if word >> CLAIM_BITS != number or part >= job[7]:
+            return
+        if not swap_if(control, 1, word, word + 1):
+            continue  # the other thread claimed it first
+        m, k, n, per, a_rows, a_cols = job[3], job[4], job[5], job[6], job[9], job[10]
+        a = numba_carray(floats_at(job[0]), (m - 1) * a_rows + (k - 1) * a_cols + 1)
+        b = numba_carray(floats_at(job[1]), k * n)
+        c = numba_carray(floats_at(job[2]), m * n)
+        nn_kernel(a, b, c, panel, spill, 1, 0, m, k, n, part * per, min(n, (part + 1) * per),
+                  job[8] != 0, a_rows, a_cols)
+        atomic_add(control, 2, 1)
+
+
+def worker_spin(control, job, panel, spill, seen, loops):
+    """The worker: wait up to ``loops`` checks for a job after ``seen``, take its parts and
+    return its number (``seen`` when none came; -1 to stop)."""
+    for _ in range(loops):
+        number = atomic_load(control, 0)
+        if number != seen:
+            if number >= 0:
+                run_parts(control, job, panel, spill, number)
+            return number
+        spin_pause()
+    return seen
+
+
+def product_run(control, job, a, b, c, panel, spill, a_rows, a_cols, trans, per, parts,
+                number, finished):
+    """The caller's side: ``c = a @ b`` (2-D ``a`` read by its strides in elements, ``b``
+    (k, n) or with ``trans`` the rows of ``b.T``, C-contiguous ``c``). With ``parts`` 0 on
+    this thread alone; else job ``number`` is published in ``parts`` column ranges of
+    ``per``, this thread takes what the worker does not, then waits for the worker's."""
+    m, k, n = a.shape[0], a.shape[1], c.shape[1]
+    if m == 0 or n == 0:
+        return
+    if parts == 0:
+        a_flat = numba_carray(floats_at(a.ctypes.data), max((m - 1) * a_rows + (k - 1) *
+                                                            a_cols + 1, 0))
+        nn_kernel(a_flat, b.reshape(-1), c.reshape(-1), panel, spill, 1, 0, m, k, n, 0, n,
+                  trans, a_rows, a_cols)
+        return
+    job[0], job[1], job[2] = a.ctypes.data, b.ctypes.data, c.ctypes.data
+    job[3], job[4], job[5], job[6], job[7] = m, k, n, per, parts
+    job[8], job[9], job[10] = trans, a_rows, a_cols
+    atomic_store(control, 1, number << CLAIM_BITS)
+    atomic_store(control, 0, number)  # published (release): the worker may start now
+    run_parts(control, job, panel, spill, number)
+    while atomic_load(control, 2) < finished:
+        spin_pause()

@@ -4,6 +4,8 @@ they run, and the convolutions that use them against the same convolutions witho
 The kernels compile on any x86 CPU (without AVX-512 as AVX2 halves), so these tests check
 them everywhere; only ``wanted()``'s default depends on the machine."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -239,3 +241,122 @@ def test_kernels_close_over_nothing_that_pickles_differently_per_process(simd_on
         for cell in kernel.py_func.__closure__ or ():
             assert not isinstance(cell.cell_contents, (Dispatcher, _Intrinsic)), \
                 (kernel.py_func.__name__, cell.cell_contents)
+
+
+# ---------------------------------------------------------------- the split worker
+SPLIT_SHAPES = [(200, 256, 784), (200, 784, 256), (7, 5, 33), (1, 1, 1), (64, 100, 10),
+                (5, 3, 0), (0, 4, 7), (3, 40, 65)]
+
+
+def _layouts(a: np.ndarray, w: np.ndarray) -> list:
+    """(a, b) pairs of one product in every layout ``split_product`` takes: b as itself
+    and as ``w.T`` (a Linear layer's ``x @ W.T``), a as itself, transposed (its ``g.T @
+    x``), strided, and with negative strides (copied first)."""
+    b = np.ascontiguousarray(w.T)
+    a_t = np.ascontiguousarray(a.T).T
+    a_strided = np.repeat(a, 2, axis=1)[:, ::2]
+    b_strided = np.repeat(b, 2, axis=1)[:, ::2]
+    return [(a, b), (a, w.T), (a_t, b), (a_t, w.T), (a_strided, b_strided),
+            (a[::-1].copy()[::-1], b)]
+
+
+@pytest.mark.parametrize("m, k, n", SPLIT_SHAPES)
+def test_split_product_in_every_layout_gives_the_bits_of_one_thread(simd_on, m, k, n):
+    """Shared with the spinning worker or not, an operand read in place or copied: the
+    same bits, each output within the float32 bound."""
+    rng = np.random.default_rng(m + k + n)
+    a, w = rng.standard_normal((m, k), np.float32), rng.standard_normal((n, k), np.float32)
+    alone = simd.split_product(np.ascontiguousarray(a), np.ascontiguousarray(w.T), False)
+    assert_product_close(alone, a, w.T)
+    for x, y in _layouts(a, w):
+        for share in (True, True, False):  # the worker awake after the first
+            np.testing.assert_array_equal(simd.split_product(x, y, share), alone)
+
+
+def test_split_product_declines_what_numpy_should_do(simd_on):
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((20, 30), np.float32), rng.standard_normal((30, 70), np.float32)
+    long_k = simd.SPLIT_MAX_K + 1
+    declined = [(a.astype(np.float64), b), (a, b.astype(np.float64)), (a[None], b),
+                (a, b[:20]), (a[:, :0], b[:0]),
+                (rng.standard_normal((2, long_k), np.float32),
+                 rng.standard_normal((long_k, 3), np.float32))]
+    for x, y in declined:
+        assert simd.split_product(x, y) is None
+    simd.set_wanted(False)
+    assert simd.split_product(a, b) is None
+
+
+def test_split_worker_that_never_runs_costs_time_not_a_deadlock(simd_on):
+    """The caller claims every part the worker does not take: with no worker thread at
+    all (as in a forked child) each product still completes, on the caller alone."""
+    lonely = simd.SplitWorker(start=False)
+    rng = np.random.default_rng(10)
+    a, b = rng.standard_normal((50, 60), np.float32), rng.standard_normal((60, 300), np.float32)
+    for _ in range(3):
+        out = np.empty((50, 300), np.float32)
+        assert lonely.run(a, b, out) is out
+        assert_product_close(out, a, b)
+    assert lonely.control[2] == 3 * lonely.job[7] == lonely.finished == 6
+
+
+def test_split_worker_shared_by_many_threads_gives_each_its_own_product(simd_on):
+    """One caller at a time publishes a job; the others' products run alone meanwhile."""
+    import threading
+    rng = np.random.default_rng(13)
+    pairs = [(rng.standard_normal((40, 70), np.float32), rng.standard_normal((70, 96 + i),
+                                                                             np.float32))
+             for i in range(4)]
+    expected = [simd.split_product(a, b, False) for a, b in pairs]
+    failures = []
+
+    def products(i):
+        for _ in range(200):
+            if not np.array_equal(simd.split_product(*pairs[i]), expected[i]):
+                failures.append(i)
+
+    threads = [threading.Thread(target=products, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures and not any(t.is_alive() for t in threads)
+
+
+def test_split_worker_wakes_after_sleeping(simd_on, monkeypatch):
+    monkeypatch.setattr(simd, "SPIN_LOOPS", 1000)  # asleep soon after each product
+    worker = simd.SplitWorker()
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal((30, 40), np.float32), rng.standard_normal((40, 500), np.float32)
+    try:
+        for _ in range(5):
+            time.sleep(0.02)
+            assert worker.sleeping
+            assert_product_close(worker.run(a, b, np.empty((30, 500), np.float32)), a, b)
+    finally:
+        worker.stop()
+        worker.thread.join(5)
+    assert not worker.thread.is_alive()
+
+
+def test_blas_matmul_sends_float32_products_from_mid_size_to_simd(simd_on, monkeypatch):
+    """By size and dtype, never by history: shared with the worker until ember's own pool
+    has started, on one thread after (the same bits); into ``out`` when given."""
+    calls = []
+    monkeypatch.setattr(blas, "_split_product",
+                        lambda a, b, share: calls.append(share) or simd.split_product(a, b, share))
+    monkeypatch.setattr(blas, "_own_threads_started", False)
+    rng = np.random.default_rng(12)
+    x, w = rng.standard_normal((200, 784), np.float32), rng.standard_normal((256, 784), np.float32)
+    shared = blas.matmul(x, w.T)
+    assert calls == [True]
+    np.testing.assert_array_equal(shared, simd.split_product(x, w.T, False))
+    blas.matmul(x.astype(np.float64), w.T.astype(np.float64))
+    small = x[:10, :100], w[:100, :100].T  # 1e5 multiply-adds: below MID_MNK
+    np.testing.assert_allclose(blas.matmul(*small), small[0] @ small[1], rtol=1e-5)
+    assert calls == [True]
+    monkeypatch.setattr(blas, "_own_threads_started", True)
+    out = np.empty((200, 256), np.float32)
+    assert blas.matmul(x, w.T, out) is out
+    assert calls == [True, False]
+    np.testing.assert_array_equal(out, shared)
