@@ -116,32 +116,33 @@ class DataLoader:
     def __iter__(self) -> Iterator[Any]:
         plan = self._epoch_plan()
         if self.num_workers == 0:
-            return _serial(self._loader(plan), len(plan[0]))
-        return _prefetch(self._loader(plan), len(plan[0]), self.num_workers,
+            return _serial(self._loader(plan), plan[1])
+        return _prefetch(self._loader(plan), plan[1], self.num_workers,
                          self.num_workers * self.prefetch_factor)
 
-    def _epoch_plan(self) -> tuple[list[np.ndarray], int]:
-        """This epoch's batches of indices and base seed, drawn on the calling thread."""
+    def _epoch_plan(self) -> tuple[np.ndarray, int, int]:
+        """This epoch's sample order, its number of batches and its base seed, drawn on the
+        calling thread. Batch ``i`` is ``order[i * batch_size:][:batch_size]``, sliced when
+        it is loaded: a list of 6000 slices (MNIST at batch 10) held 1.2 MB."""
         n = len(self.dataset)
         rng = self.rng
         order = rng.permutation(n) if self.shuffle else np.arange(n)
-        stop = len(self) * self.batch_size
-        batches = [order[i:i + self.batch_size] for i in range(0, min(stop, n), self.batch_size)]
         base_seed = int(rng.integers(0, 2**63 - 1))
-        return batches, base_seed
+        return order, len(self), base_seed
 
-    def _loader(self, plan: tuple[list[np.ndarray], int]) -> Callable[[int], Any]:
+    def _loader(self, plan: tuple[np.ndarray, int, int]) -> Callable[[int], Any]:
         """A function loading batch ``i`` of ``plan``: pure, so any thread may run it."""
-        batches, base_seed = plan
-        dataset, fast = self.dataset, self.uses_fast_path
+        order, _, base_seed = plan
+        dataset, fast, size = self.dataset, self.uses_fast_path, self.batch_size
         collate = self.collate_fn or default_collate
 
         def load(i: int) -> Any:
             _batch_seed.seed, _batch_seed.rng = (base_seed, i), None
+            indices = order[i * size:(i + 1) * size]
             try:
                 if fast:
-                    return dataset.get_batch(batches[i])
-                return collate([dataset[int(j)] for j in batches[i]])
+                    return dataset.get_batch(indices)
+                return collate([dataset[int(j)] for j in indices])
             finally:
                 _batch_seed.seed, _batch_seed.rng = None, None
         return load
