@@ -47,9 +47,11 @@ MULTITHREAD_FLOPS = 1.2e7
 """Products of fewer floating-point operations (2*M*K*N per BLAS call) run on one thread."""
 
 MID_MNK = 1.5e6
-"""Products of at least this many multiply-adds (M*N*K) but fewer than the
-``MULTITHREAD_FLOPS`` cut also use OpenBLAS's threads, as long as ember's own thread pool
-(``ember.parallel``: convolutions, big element-wise passes) has not started. Two pools
+"""2-D float32 products of at least this many multiply-adds (M*N*K) go to
+``ember.ops.simd.split_product`` where its kernels are wanted (section 33). Elsewhere,
+products from here to the ``MULTITHREAD_FLOPS`` cut also use OpenBLAS's threads, as long
+as ember's own thread pool (``ember.parallel``: convolutions, big element-wise passes) has
+not started. Two pools
 that spin after their work fight for two cores (docs/performance.md, section 24), so once
 ember's has started they stay on one thread. Measured on a Zen 5 (section 30), with
 these products on two threads: the batch-64 MLPs' steps 5-23% faster, the ReLU MLP's 0-3%;

@@ -434,7 +434,8 @@ class SplitWorker:
     AVX2 threads. Split over ``ember.parallel``'s pool they were slower in the step, as
     its thread sleeps between products and waking it costs more than it saves; OpenBLAS's
     own threads spin instead. This worker spins too (``SPIN_LOOPS``), in GIL-free code,
-    and takes its share there (the ReLU MLP's step 0.855x; section 31).
+    and takes its share there: the ReLU MLP's step 0.75-0.79x OpenBLAS's, the batch-64
+    MLPs' within 5% (docs/performance.md, section 33).
 
     How: ``run`` publishes a job (addresses and sizes), cut into ``PARTS`` column ranges.
     Both threads claim parts with compare-and-swap on one word and multiply them; then
