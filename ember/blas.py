@@ -200,7 +200,7 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     ``ember.parallel``'s pool has not started (two spinning pools fight), on one thread
     after: the same bits either way."""
     mnk = (a.shape[-2] if a.ndim > 1 else 1) * a.shape[-1] * b.shape[-1]
-    if mnk >= MID_MNK and WORKER and a.dtype == _F32 and _split_wanted():
+    if mnk >= MID_MNK and WORKER and a.dtype == _F32:
         found = _split_product(a, b, not _own_threads_started)
         if found is not None:
             if out is None:
@@ -221,18 +221,6 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
         return _np_matmul(a, b, out=out)
     finally:
         pool.set(threads)
-
-
-def _split_wanted() -> bool:
-    """Whether big float32 products go to ``simd``'s split worker in this process."""
-    global _simd_wanted
-    if _simd_wanted is None:
-        from ember.ops import simd
-        _simd_wanted = simd.wanted
-    return _simd_wanted()
-
-
-_simd_wanted = None
 
 
 def _split_product(a: Any, b: Any, share: bool) -> Any:
@@ -402,7 +390,6 @@ def split_pays(y: Any) -> bool:
     answer depends on sizes and on which products ran, never on timing: the split update
     rounds as ``axpy`` does, so a timing-based choice would make runs irreproducible.
     """
-    # not while simd's split worker spins: OpenBLAS's woken thread would fight it
     return y.size >= SPLIT_AXPY_MIN_SIZE and _noted(y)
 
 
