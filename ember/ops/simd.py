@@ -62,7 +62,11 @@ r + s]]`` (the order its tree of ``vfold``s ends in)."""
 NN_T = True  # transposed b with whole panels on nn (pack_panel_t), not nt (probes switch)
 _compiled: Any = None  # the kernels, made on first use, or False without Numba
 _wanted: bool | None = None  # None: decide from the CPU and the BLAS on first use
-CLAIM_BITS = 20  # the claim word: job number << CLAIM_BITS | next part
+CLAIM_BITS = 8
+"""The claim word is ``number << 2 * CLAIM_BITS | parts << CLAIM_BITS | next part``: a job
+carries its own part count, so a worker that looks late never compares an old job's next
+part with a newer job's count (it could then claim a part that does not exist while the
+caller rewrites the job)."""
 SPIN_LOOPS = 200_000
 """How many times the split worker checks for the next product before it sleeps, with a
 PAUSE between checks (~24 ns each here): ~5 ms. Between an MLP step's products it must
@@ -424,6 +428,7 @@ def _start_worker() -> SplitWorker:
 
 
 _F32 = xp.dtype(xp.float32)
+_PART_MASK = (1 << CLAIM_BITS) - 1
 _NO_JOB = xp.zeros(11, xp.int64)  # product_run's control and job on one thread
 
 
@@ -444,7 +449,7 @@ class SplitWorker:
     worker does not. One caller at a time: a product that comes while another thread's
     is running runs alone on its own thread."""
 
-    PARTS = 2
+    PARTS = 2  # at most 255: the claim word holds the count in CLAIM_BITS
 
     def __init__(self, start: bool = True) -> None:
         if not wanted():
@@ -761,7 +766,7 @@ def nt_kernel(a, b, c, sums, batch, a_step, m, k, n):
 
 
 # The split worker's side of a product (``SplitWorker``). ``control`` is int64: [0] the job
-# number, [1] the claim word (job << CLAIM_BITS | next part), [2] parts finished so far (all
+# number, [1] the claim word (``CLAIM_BITS``), [2] parts finished so far (all
 # jobs). ``job`` is int64: addresses of a, b and c, then m, k, n, columns per part, parts,
 # trans, and a's row and column strides in elements.
 
@@ -769,8 +774,8 @@ def run_parts(control, job, panel, spill, number):
     """Claim parts of job ``number`` and multiply them until none is left."""
     while True:
         word = atomic_load(control, 1)
-        part = word & ((1 << CLAIM_BITS) - 1)
-        if word >> CLAIM_BITS != number or part >= job[7]:
+        part, parts = word & _PART_MASK, (word >> CLAIM_BITS) & _PART_MASK
+        if word >> (2 * CLAIM_BITS) != number or part >= parts:
             return
         if not swap_if(control, 1, word, word + 1):
             continue  # the other thread claimed it first
@@ -814,7 +819,7 @@ def product_run(control, job, a, b, c, panel, spill, a_rows, a_cols, trans, per,
     job[0], job[1], job[2] = a.ctypes.data, b.ctypes.data, c.ctypes.data
     job[3], job[4], job[5], job[6], job[7] = m, k, n, per, parts
     job[8], job[9], job[10] = trans, a_rows, a_cols
-    atomic_store(control, 1, number << CLAIM_BITS)
+    atomic_store(control, 1, number << (2 * CLAIM_BITS) | parts << CLAIM_BITS)
     atomic_store(control, 0, number)  # published (release): the worker may start now
     run_parts(control, job, panel, spill, number)
     while atomic_load(control, 2) < finished:

@@ -298,6 +298,9 @@ def test_split_worker_that_never_runs_costs_time_not_a_deadlock(simd_on):
         assert lonely.run(a, b, out) is out
         assert_product_close(out, a, b)
     assert lonely.control[2] == 3 * lonely.job[7] == lonely.finished == 6
+    # the claim word carries the job's own part count: every part of job 3 was claimed
+    bits = simd.CLAIM_BITS
+    assert lonely.control[1] == 3 << 2 * bits | 2 << bits | 2
 
 
 def test_split_worker_shared_by_many_threads_gives_each_its_own_product(simd_on):
