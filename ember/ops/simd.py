@@ -314,15 +314,9 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     >>> matmul(a, b).tolist()[0]
     [3.0, 3.0, 3.0, 3.0]
     """
-    found = product(a, b, out)
-    return found if found is not None else xp.matmul(a, b, out=out)
-
-
-def product(a: Any, b: Any, out: Any = None) -> Any:
-    """``a @ b`` on these kernels, or None where ``matmul`` would run NumPy's."""
     layout = _layout(a, b, out)
     if layout is None or not wanted():
-        return None
+        return xp.matmul(a, b, out=out)
     if layout == "nt":
         return nt_into(a, xp.swapaxes(b, -1, -2), out)
     if layout == "nn_t":
