@@ -81,7 +81,8 @@ def _compile() -> Any:
     """The compiled kernels, or False when Numba is not installed."""
     # the intrinsics are module globals, not closure variables: Numba keys its on-disk
     # cache by a kernel's closure, and an intrinsic pickles with a new id in every process
-    global vload, vstore, vsplat, vzero, vfma, vfold8, vfold4, vfold2, vfold1
+    global vload, vstore, vsplat, vzero, vfma, vload_first, vstore_first
+    global vfold8, vfold4, vfold2, vfold1
     global vlow8, vlow4, vlow2, vlow1, vhigh8, vhigh4, vhigh2, vhigh1
     global atomic_load, atomic_store, atomic_add, swap_if, spin_pause, floats_at, numba_carray
     try:
@@ -92,7 +93,8 @@ def _compile() -> Any:
         return False
     vector = ir.VectorType(ir.FloatType(), 16)
     f32x16 = _vector_type(numba, models, register_model, vector)
-    vload, vstore, vsplat, vzero, vfma = _intrinsics(numba, ir, intrinsic, vector, f32x16)
+    vload, vstore, vsplat, vzero, vfma, vload_first, vstore_first = \
+        _intrinsics(numba, ir, intrinsic, vector, f32x16)
     vfold8, vfold4, vfold2, vfold1 = (_fold(ir, intrinsic, f32x16, h) for h in (8, 4, 2, 1))
     vlow8, vlow4, vlow2, vlow1 = (_fold(ir, intrinsic, f32x16, h, "low") for h in (8, 4, 2, 1))
     vhigh8, vhigh4, vhigh2, vhigh1 = (_fold(ir, intrinsic, f32x16, h, "high")
@@ -140,6 +142,46 @@ def _intrinsics(numba: Any, ir: Any, intrinsic: Any, vector: Any, f32x16: Any) -
             return builder.shuffle_vector(lane0, ir.Constant(vector, ir.Undefined), zeros)
         return f32x16(array, index), codegen
 
+    def first_lanes(builder: Any, count: Any) -> Any:  # lanes below count: an i1 mask
+        lanes = ir.Constant(ir.VectorType(ir.IntType(64), 16), list(range(16)))
+        wide = builder.sext(count, ir.IntType(64)) if count.type.width < 64 else count
+        splat = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(ir.VectorType(ir.IntType(64), 16), ir.Undefined),
+                                   wide, ir.Constant(ir.IntType(32), 0)),
+            ir.Constant(ir.VectorType(ir.IntType(64), 16), ir.Undefined),
+            ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16))
+        return builder.icmp_signed("<", lanes, splat)
+
+    def masked(builder: Any, name: str, args: list, types: list) -> Any:
+        module = builder.module
+        fn = module.globals.get(name) or ir.Function(
+            module, ir.FunctionType(types[0], types[1:]), name)
+        return builder.call(fn, args)
+
+    @intrinsic
+    def vload_first(typingctx, array, index, count):  # lanes >= count read as 0.0
+        def codegen(context, builder, sig, args):
+            pointer = builder.bitcast(element(context, builder, sig.args[0], *args[:2]),
+                                      vector.as_pointer())
+            mask = first_lanes(builder, args[2])
+            zeros = ir.Constant(vector, [0.0] * 16)
+            return masked(builder, "llvm.masked.load.v16f32.p0v16f32",
+                          [pointer, ir.Constant(ir.IntType(32), 4), mask, zeros],
+                          [vector, vector.as_pointer(), ir.IntType(32), mask.type, vector])
+        return f32x16(array, index, count), codegen
+
+    @intrinsic
+    def vstore_first(typingctx, array, index, value, count):  # lanes < count only
+        def codegen(context, builder, sig, args):
+            pointer = builder.bitcast(element(context, builder, sig.args[0], *args[:2]),
+                                      vector.as_pointer())
+            mask = first_lanes(builder, args[3])
+            masked(builder, "llvm.masked.store.v16f32.p0v16f32",
+                   [args[2], pointer, ir.Constant(ir.IntType(32), 4), mask],
+                   [ir.VoidType(), vector, vector.as_pointer(), ir.IntType(32), mask.type])
+            return context.get_dummy_value()
+        return numba.types.void(array, index, value, count), codegen
+
     @intrinsic
     def vzero(typingctx):
         def codegen(context, builder, sig, args):
@@ -154,7 +196,7 @@ def _intrinsics(numba: Any, ir: Any, intrinsic: Any, vector: Any, f32x16: Any) -
                 module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
             return builder.call(fma, args)
         return f32x16(f32x16, f32x16, f32x16), codegen
-    return vload, vstore, vsplat, vzero, vfma
+    return vload, vstore, vsplat, vzero, vfma, vload_first, vstore_first
 
 
 def _fold(ir: Any, intrinsic: Any, f32x16: Any, half: int, part: str = "sum") -> Any:

@@ -1,0 +1,262 @@
+"""Direct float32 convolutions on ``simd``'s AVX-512 vectors, for small stride-1 layers.
+
+Why: a small layer's im2col and products (LeNet-5's second layer: 16 x 150 by 150 x 100 a
+sample) are short products whose tiles are mostly edge, after a copy of the input 25
+times over. torch's oneDNN computes such layers directly; so does this module, from the
+padded input, with no columns built (docs/performance.md, section 34).
+
+How (``row_kernel``): sixteen output pixels of one output row are one vector, a row of
+``ow`` pixels ``ceil(ow / 16)`` vectors, the last with ``ow % 16`` lanes stored
+(``vstore_first``). For one kernel tap the sixteen pixels read one contiguous run of the
+padded input. A tile is 6 output channels by two such vectors: 12 vectors of sums, and per
+tap two loads of the input and six broadcast weights, so the loop is bound by the FMA
+units (~95% of one core's peak on LeNet-5's first layer; lanes past a row's end are the
+waste: 3/8 for a 10-pixel row).
+
+The weight gradient (``weight_grad_kernel``) is a tile of 6 output channels by 3 taps of
+dot products over the pixels of every sample: each weight's sum over the whole batch stays
+in one register of 16 lanes, added up at the end. Lanes past a row's end load as zeros
+from both operands (``vload_first``), so no 0 * inf appears that the sum would not have.
+It runs where rows fill the vectors (``weight_grad_fits``); the input gradient stays with
+the per-sample layout (``conv.direct_conv_grads``).
+
+The sums run in another order than im2col's products, so results agree with them to
+rounding. Each output depends only on its operands: the same bits on any number of threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+from ember import blas, parallel
+from ember.backend import xp
+from ember.ops import kernels, simd
+
+__all__ = ["fits", "forward", "weight_grad", "weight_grad_fits", "padded", "ENABLED",
+           "MIN_LANES"]
+
+ENABLED = True  # tests and probes switch the direct path off
+MIN_LANES = 0.75  # weight_grad_fits
+_lock = threading.Lock()
+_compiled: Any = None
+
+
+def fits(win: Any, groups: int, dtype: Any) -> bool:
+    """Whether a conv2d (one of the per-sample layout's size: ``conv.per_sample``) runs
+    here: ``simd``'s kernels wanted, float32, one group, stride and dilation 1."""
+    return ENABLED and dtype == xp.float32 and groups == 1 and win.n > 0 and \
+        (win.sh, win.sw, win.dh, win.dw) == (1, 1, 1, 1) and bool(_kernels())
+
+
+def _kernels() -> Any:
+    """The compiled kernels where ``simd.wanted()``, else None (compiled once)."""
+    global _compiled
+    if not simd.wanted():
+        return None
+    if _compiled is None:
+        with _lock:
+            if _compiled is None:
+                _compiled = _compile()
+    return _compiled
+
+
+def _compile() -> Any:
+    """The kernels, compiled with ``simd``'s vector intrinsics as module globals (where
+    Numba looks them up, as in ``simd._compile``)."""
+    global vload, vstore, vsplat, vzero, vfma, vload_first, vstore_first
+    import numba
+    vload, vstore, vsplat, vzero, vfma = simd.vload, simd.vstore, simd.vsplat, simd.vzero, \
+        simd.vfma
+    vload_first, vstore_first = simd.vload_first, simd.vstore_first
+    jit = kernels.jit_compiler(numba)
+    for name in ("row_kernel", "weight_grad_tile", "weight_grad_kernel"):  # callees first
+        globals()[name] = jit(globals()[name])
+    return SimpleNamespace(rows=row_kernel, weight_grad=weight_grad_kernel)
+
+
+def padded(x: Any, win: Any) -> Any:
+    """The padded input, flat, with room for the wide tiles' reads past its end."""
+    n, c, h, w = x.shape
+    size = n * c * win.hp * win.wp
+    buf = xp.zeros(size + 16 + win.kw, x.dtype)  # a row's last vector reads past it
+    img = buf[:size].reshape(n, c, win.hp, win.wp)
+    img[:, :, win.top:win.top + h, win.left:win.left + w] = x
+    return buf
+
+
+def forward(x_padded: Any, weight: Any, win: Any, bias: Any = None) -> Any:
+    """conv2d of the ``padded`` input by an (C_out, c, kh, kw) weight: (n, C_out, oh, ow)."""
+    c_out = weight.shape[0]
+    out = xp.empty((win.n, c_out, win.oh, win.ow), x_padded.dtype)
+    w = xp.ascontiguousarray(weight, dtype=x_padded.dtype).reshape(-1)
+    run = _kernels().rows
+
+    def part(first: int, stop: int, _: int) -> None:
+        run(x_padded, w, out.reshape(-1), first, stop, win.c, win.hp, win.wp, c_out, win.kh,
+            win.kw, win.oh, win.ow)
+    _on_halves(part, win.n)
+    if bias is not None:
+        out += bias.reshape(-1, 1, 1)
+    return out
+
+
+def weight_grad_fits(win: Any) -> bool:
+    """Whether ``weight_grad`` pays: its rows of pixels fill at least ``MIN_LANES`` of the
+    vectors they take (LeNet-5's first layer, 28 wide: 7/8; its second, 10 wide: 5/8, ran
+    1.7x slower than columns and products)."""
+    return win.ow / (16 * -(-win.ow // 16)) >= MIN_LANES
+
+
+def weight_grad(x_padded: Any, g: Any, win: Any) -> Any:
+    """sum over samples and pixels of ``g * x`` shifted by each tap: (C_out, c*kh*kw)."""
+    c_out, taps = g.shape[1], win.c * win.kh * win.kw
+    out = xp.empty((c_out, taps), g.dtype)
+    tiles = -(-c_out // 6) * -(-taps // 3)
+    run = _kernels().weight_grad
+    sums = [xp.empty(24 * 16, g.dtype) for _ in range(2)]
+    g = xp.ascontiguousarray(g).reshape(-1)
+
+    def part(first: int, stop: int, i: int) -> None:
+        run(x_padded, g, out.reshape(-1), sums[i], first, stop, win.n, win.c, win.hp, win.wp,
+            c_out, win.kh, win.kw, win.oh, win.ow)
+    _on_halves(part, tiles)
+    return out
+
+
+def _on_halves(part: Any, count: int) -> None:
+    """``part(first, stop, thread)`` on two halves of ``count`` items, on two threads
+    where BLAS has two, else one call."""
+    if blas.get_num_threads() < 2 or count < 2:
+        part(0, count, 0)
+        return
+    jobs = iter([(0, count // 2, 0), (count // 2, count, 1)])
+    parallel.on_threads(lambda: part(*next(jobs)), 2)
+
+
+# The kernels. Indices are flat offsets into C-contiguous arrays. A sample's output is
+# cut into vectors of 16 pixels along each output row (``across = ceil(ow / 16)`` a row),
+# the last of a row ``ow % 16`` wide where ow is not a multiple of 16: vector v is row
+# v // across, from column 16 * (v % across).
+
+def row_kernel(x, w, out, first, stop, c, hp, wp, c_out, kh, kw, oh, ow):
+    """out[s, r, y, x] = sum over (ci, ky, kx) of w[r, ci, ky, kx] * x[s, ci, y + ky, x + kx]
+    for samples first:stop: tiles of 6 output channels by two vectors of pixels."""
+    taps, plane, across = c * kh * kw, hp * wp, (ow + 15) // 16
+    vectors = oh * across
+    last = (c_out - 1) * taps
+    for s in range(first, stop):
+        x_at, o_at = s * c * plane, s * c_out * oh * ow
+        for row in range(0, c_out, 6):
+            w0 = row * taps
+            w1, w2 = min(w0 + taps, last), min(w0 + 2 * taps, last)
+            w3, w4, w5 = min(w0 + 3 * taps, last), min(w0 + 4 * taps, last), \
+                min(w0 + 5 * taps, last)
+            for v in range(0, vectors, 2):
+                u = min(v + 1, vectors - 1)
+                y0, x0, y1, x1 = v // across, 16 * (v % across), u // across, 16 * (u % across)
+                b0, b1 = x_at + y0 * wp + x0, x_at + y1 * wp + x1
+                s00, s01, s10, s11, s20, s21 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+                s30, s31, s40, s41, s50, s51 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+                for ci in range(c):
+                    for ky in range(kh):
+                        at = ci * plane + ky * wp
+                        tap = (ci * kh + ky) * kw
+                        for kx in range(kw):
+                            p0, p1 = vload(x, b0 + at + kx), vload(x, b1 + at + kx)
+                            t = tap + kx
+                            a = vsplat(w, w0 + t)
+                            s00, s01 = vfma(a, p0, s00), vfma(a, p1, s01)
+                            a = vsplat(w, w1 + t)
+                            s10, s11 = vfma(a, p0, s10), vfma(a, p1, s11)
+                            a = vsplat(w, w2 + t)
+                            s20, s21 = vfma(a, p0, s20), vfma(a, p1, s21)
+                            a = vsplat(w, w3 + t)
+                            s30, s31 = vfma(a, p0, s30), vfma(a, p1, s31)
+                            a = vsplat(w, w4 + t)
+                            s40, s41 = vfma(a, p0, s40), vfma(a, p1, s41)
+                            a = vsplat(w, w5 + t)
+                            s50, s51 = vfma(a, p0, s50), vfma(a, p1, s51)
+                count = min(6, c_out - row)
+                n0, n1 = min(16, ow - x0), (min(16, ow - x1) if u > v else 0)
+                to0 = o_at + row * oh * ow + y0 * ow + x0
+                to1 = o_at + row * oh * ow + y1 * ow + x1
+                step = oh * ow
+                vstore_first(out, to0, s00, n0), vstore_first(out, to1, s01, n1)
+                if count > 1:
+                    vstore_first(out, to0 + step, s10, n0), vstore_first(out, to1 + step, s11, n1)
+                if count > 2:
+                    vstore_first(out, to0 + 2 * step, s20, n0)
+                    vstore_first(out, to1 + 2 * step, s21, n1)
+                if count > 3:
+                    vstore_first(out, to0 + 3 * step, s30, n0)
+                    vstore_first(out, to1 + 3 * step, s31, n1)
+                if count > 4:
+                    vstore_first(out, to0 + 4 * step, s40, n0)
+                    vstore_first(out, to1 + 4 * step, s41, n1)
+                if count > 5:
+                    vstore_first(out, to0 + 5 * step, s50, n0)
+                    vstore_first(out, to1 + 5 * step, s51, n1)
+
+
+def weight_grad_kernel(x, g, out, sums, first, stop, n, c, hp, wp, c_out, kh, kw, oh, ow):
+    """out[r, t] for tiles first:stop of 6 output channels by 3 taps (row-major over the
+    (C_out, c*kh*kw) output): the sum over samples and pixels of g[s, r] times x[s] at
+    each tap's offset, in 16 lanes, then lane by lane (``weight_grad_tile``)."""
+    taps = c * kh * kw
+    across = (taps + 2) // 3
+    for tile in range(first, stop):
+        weight_grad_tile(x, g, out, sums, 6 * (tile // across), 3 * (tile % across), n, c,
+                         hp, wp, c_out, kh, kw, oh, ow)
+
+
+def weight_grad_tile(x, g, out, sums, row, tap, n, c, hp, wp, c_out, kh, kw, oh, ow):
+    """One tile of ``weight_grad_kernel``: output channels row:row + 6, taps tap:tap + 3
+    (18 sums, 3 + 1 operands: 22 of the 32 vector registers). Lanes past a row's end load
+    as zeros from both operands (no 0 * inf)."""
+    taps, area, plane = c * kh * kw, kh * kw, hp * wp
+    t0, t1, t2 = tap, min(tap + 1, taps - 1), min(tap + 2, taps - 1)
+    o0 = t0 // area * plane + t0 % area // kw * wp + t0 % kw
+    o1 = t1 // area * plane + t1 % area // kw * wp + t1 % kw
+    o2 = t2 // area * plane + t2 % area // kw * wp + t2 % kw
+    size = oh * ow
+    last = (c_out - 1) * size
+    r0 = row * size
+    r1, r2, r3 = min(r0 + size, last), min(r0 + 2 * size, last), min(r0 + 3 * size, last)
+    r4, r5 = min(r0 + 4 * size, last), min(r0 + 5 * size, last)
+    a00, a01, a02, a10, a11, a12 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+    a20, a21, a22, a30, a31, a32 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+    a40, a41, a42, a50, a51, a52 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+    for s in range(n):
+        for y in range(oh):
+            x_at, g_at = s * c * plane + y * wp, s * c_out * size + y * ow
+            for col in range(0, ow, 16):
+                k = min(16, ow - col)
+                xa, ga = x_at + col, g_at + col
+                x0, x1, x2 = vload_first(x, xa + o0, k), vload_first(x, xa + o1, k), \
+                    vload_first(x, xa + o2, k)
+                v = vload_first(g, ga + r0, k)
+                a00, a01, a02 = vfma(v, x0, a00), vfma(v, x1, a01), vfma(v, x2, a02)
+                v = vload_first(g, ga + r1, k)
+                a10, a11, a12 = vfma(v, x0, a10), vfma(v, x1, a11), vfma(v, x2, a12)
+                v = vload_first(g, ga + r2, k)
+                a20, a21, a22 = vfma(v, x0, a20), vfma(v, x1, a21), vfma(v, x2, a22)
+                v = vload_first(g, ga + r3, k)
+                a30, a31, a32 = vfma(v, x0, a30), vfma(v, x1, a31), vfma(v, x2, a32)
+                v = vload_first(g, ga + r4, k)
+                a40, a41, a42 = vfma(v, x0, a40), vfma(v, x1, a41), vfma(v, x2, a42)
+                v = vload_first(g, ga + r5, k)
+                a50, a51, a52 = vfma(v, x0, a50), vfma(v, x1, a51), vfma(v, x2, a52)
+    vstore(sums, 0, a00), vstore(sums, 16, a01), vstore(sums, 32, a02)
+    vstore(sums, 48, a10), vstore(sums, 64, a11), vstore(sums, 80, a12)
+    vstore(sums, 96, a20), vstore(sums, 112, a21), vstore(sums, 128, a22)
+    vstore(sums, 144, a30), vstore(sums, 160, a31), vstore(sums, 176, a32)
+    vstore(sums, 192, a40), vstore(sums, 208, a41), vstore(sums, 224, a42)
+    vstore(sums, 240, a50), vstore(sums, 256, a51), vstore(sums, 272, a52)
+    for r in range(min(6, c_out - row)):
+        for j in range(min(3, taps - tap)):
+            total = sums[16 * (3 * r + j)]
+            for lane in range(1, 16):
+                total += sums[16 * (3 * r + j) + lane]
+            out[(row + r) * taps + tap + j] = total

@@ -1,0 +1,147 @@
+"""ember.ops.simd_conv: direct float32 convolutions against torch (float64, on the same
+float32 operands), on one thread and two, with non-finite inputs, and when they run.
+
+Like ``test_simd``, the kernels compile on any x86 CPU (as AVX2 halves without AVX-512),
+so the tests switch ``simd`` on and check them everywhere."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import ember
+from ember import blas
+from ember.nn import functional as F
+from ember.ops import conv, kernels, simd, simd_conv
+
+pytestmark = pytest.mark.skipif(not kernels.enabled(np.float32), reason="needs Numba")
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """``simd`` on; the names of the ``simd_conv`` functions the convolutions called."""
+    previous = simd.set_wanted(True)
+    taken = []
+    for name in ("forward", "weight_grad"):
+        real = getattr(simd_conv, name)
+        monkeypatch.setattr(simd_conv, name,
+                            lambda *a, _real=real, _name=name: taken.append(_name) or _real(*a))
+    yield taken
+    simd.set_wanted(previous)
+
+
+# (n, c, h, w, c_out, kernel, padding, bias): rows of 10 pixels (5 of a vector's 16 lanes
+# unused), 28 (LeNet-5's first layer), 33 (three vectors, the last one lane), 15 and 20;
+# output channels past a tile of 6 (7, 13, 16) and fewer (1, 3, 5); 1x1, even, asymmetric
+# and whole-image kernels; taps not a multiple of the weight gradient's 3
+GEOMETRIES = [
+    (3, 2, 12, 10, 7, (3, 3), 1, True),
+    (2, 1, 28, 28, 6, (5, 5), 2, True),
+    (4, 6, 14, 14, 16, (5, 5), 0, True),
+    (2, 3, 9, 33, 5, (3, 3), (0, 1), False),
+    (1, 4, 6, 20, 13, (1, 1), 0, True),
+    (3, 2, 7, 16, 1, (2, 4), 1, False),
+    (2, 5, 5, 5, 3, (5, 5), 2, True),
+]
+
+
+def operands(n, c, h, w, c_out, kernel, bias, seed):
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal((n, c, h, w)).astype(np.float32),
+              rng.standard_normal((c_out, c, *kernel)).astype(np.float32)]
+    return arrays + ([rng.standard_normal(c_out).astype(np.float32)] if bias else [])
+
+
+def ember_conv(arrays, padding, grad_seed=0):
+    ts = [ember.tensor(a, requires_grad=True) for a in arrays]
+    out = F.conv2d(*ts, padding=padding)
+    g = np.random.default_rng(grad_seed).standard_normal(out.shape).astype(np.float32)
+    out.backward(ember.tensor(g))
+    return out.array, [t.grad.array for t in ts], g
+
+
+def torch_conv(arrays, padding, g):
+    ts = [torch.tensor(a.astype(np.float64), requires_grad=True) for a in arrays]
+    out = TF.conv2d(*ts, padding=padding)
+    out.backward(torch.tensor(g.astype(np.float64)))
+    return out.detach().numpy(), [t.grad.numpy() for t in ts]
+
+
+def assert_float32_close(got, exact):
+    assert got.dtype == np.float32 and got.shape == exact.shape
+    scale = np.abs(exact).max() + 1e-30
+    assert np.abs(got - exact).max() <= 2e-6 * scale
+
+
+@pytest.mark.parametrize("n, c, h, w, c_out, kernel, padding, bias", GEOMETRIES)
+def test_direct_conv_matches_torch(calls, n, c, h, w, c_out, kernel, padding, bias):
+    arrays = operands(n, c, h, w, c_out, kernel, bias, seed=n * 100 + c_out)
+    out, grads, g = ember_conv(arrays, padding)
+    win = conv.conv_window("conv2d", arrays[0].shape, arrays[1].shape, 1, padding, 1)
+    assert calls == ["forward"] + (["weight_grad"] if simd_conv.weight_grad_fits(win) else [])
+    expected, expected_grads = torch_conv(arrays, padding, g)
+    assert_float32_close(out, expected)
+    for mine, theirs in zip(grads, expected_grads):
+        assert_float32_close(mine, theirs)
+
+
+def test_same_bits_on_one_thread_and_two(calls, monkeypatch):
+    arrays = operands(5, 3, 16, 28, 8, (3, 3), True, seed=3)
+    monkeypatch.setattr(blas, "get_num_threads", lambda: 1)
+    one = ember_conv(arrays, 1)
+    monkeypatch.setattr(blas, "get_num_threads", lambda: 3)  # two halves, on two threads
+    two = ember_conv(arrays, 1)
+    assert calls == ["forward", "weight_grad"] * 2
+    assert one[0].tobytes() == two[0].tobytes()
+    for a, b in zip(one[1], two[1]):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_non_finite_inputs_give_torchs_non_finite_outputs(calls):
+    """inf and -inf where torch has them. Corner pixels reach only some taps' weight
+    gradients; the lanes past the end of a padded row's last vector read the next row's
+    first pixels (here the infinities), which must not make 0 * inf."""
+    arrays = operands(2, 2, 9, 28, 7, (3, 3), True, seed=4)
+    x = arrays[0]
+    x[0, 0, 0, 0], x[1, 1, 8, 27], x[0, 1, 4, 0] = np.inf, -np.inf, np.inf
+    out, grads, g = ember_conv(arrays, 1)
+    assert calls == ["forward", "weight_grad"]
+    expected, expected_grads = torch_conv(arrays, 1, g)
+    for got, exact in [(out, expected)] + list(zip(grads, expected_grads)):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(exact))
+        np.testing.assert_array_equal(np.isposinf(got), np.isposinf(exact))
+        np.testing.assert_array_equal(np.isneginf(got), np.isneginf(exact))
+        finite = np.isfinite(exact)
+        assert finite.any()
+        assert_float32_close(got[finite], exact[finite])
+
+
+@pytest.mark.parametrize("ow, fits", [(10, False), (12, True), (16, True), (17, False),
+                                      (28, True), (32, True)])
+def test_weight_grad_runs_where_rows_fill_the_vectors(ow, fits):
+    win = conv.conv_window("conv2d", (2, 1, 5, ow + 2), (3, 1, 3, 3), 1, 0, 1)
+    assert win.ow == ow and simd_conv.weight_grad_fits(win) == fits
+
+
+def test_direct_path_only_for_float32_stride_1_single_group(calls):
+    arrays = operands(2, 4, 10, 10, 4, (3, 3), False, seed=5)
+    x64, w64 = (ember.tensor(a, dtype=ember.float64) for a in arrays)
+    F.conv2d(x64, w64, padding=1)
+    x, w = (ember.tensor(a) for a in arrays)
+    F.conv2d(x, w, stride=2)
+    F.conv2d(x, w[:, :2], groups=2)
+    F.conv2d(x, w, dilation=2)
+    assert calls == []
+    F.conv2d(x, w)
+    assert calls == ["forward"]
+
+
+def test_switched_off_and_unwanted(calls, monkeypatch):
+    arrays = operands(2, 4, 10, 10, 4, (3, 3), False, seed=6)
+    x, w = (ember.tensor(a) for a in arrays)
+    monkeypatch.setattr(simd_conv, "ENABLED", False)
+    F.conv2d(x, w)
+    monkeypatch.setattr(simd_conv, "ENABLED", True)
+    simd.set_wanted(False)
+    F.conv2d(x, w)
+    assert calls == []
