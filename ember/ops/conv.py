@@ -660,14 +660,14 @@ def blocked_conv_grads(g: Any, x: Any, weight: Any, win: Window, need: tuple) ->
 
 
 def direct_conv_grads(g: Any, x: Any, weight: Any, win: Window, need: tuple) -> tuple:
-    """Gradients of a ``simd_conv`` forward: the weight gradient direct where its rows of
-    pixels fill the vectors (``simd_conv.weight_grad_fits``), else from columns built a
+    """Gradients of a ``simd_conv`` forward: the weight gradient direct where its pixels'
+    rows or channels fill the vectors (``simd_conv.weight_grad_fits``), else from columns built a
     block at a time; the input gradient as the per-sample layout makes it (the direct
     kernel measured no faster on LeNet-5's second layer: 16 -> 6 channels, 14 wide)."""
     gx = gw = None
     if need[0]:
         gx = sample_conv_grads(g, None, weight, win, 1, (True, False))[0]
-    if need[1] and simd_conv.weight_grad_fits(win):
+    if need[1] and simd_conv.weight_grad_fits(win, weight.shape[0]):
         gw = simd_conv.weight_grad(simd_conv.padded(x, win), g, win).reshape(weight.shape)
     elif need[1]:
         n, c_out = g.shape[:2]

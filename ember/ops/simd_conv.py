@@ -71,9 +71,11 @@ def _compile() -> Any:
         simd.vfma
     vload_first, vstore_first = simd.vload_first, simd.vstore_first
     jit = kernels.jit_compiler(numba)
-    for name in ("row_kernel", "weight_grad_tile", "weight_grad_kernel"):  # callees first
+    for name in ("row_kernel", "weight_grad_tile", "weight_grad_kernel", "tap_offset",
+                 "channel_grad_tile", "channel_grad_kernel"):  # callees first
         globals()[name] = jit(globals()[name])
-    return SimpleNamespace(rows=row_kernel, weight_grad=weight_grad_kernel)
+    return SimpleNamespace(rows=row_kernel, weight_grad=weight_grad_kernel,
+                           channel_grad=channel_grad_kernel)
 
 
 def padded(x: Any, win: Any) -> Any:
@@ -102,25 +104,36 @@ def forward(x_padded: Any, weight: Any, win: Any, bias: Any = None) -> Any:
     return out
 
 
-def weight_grad_fits(win: Any) -> bool:
-    """Whether ``weight_grad`` pays: its rows of pixels fill at least ``MIN_LANES`` of the
-    vectors they take (LeNet-5's first layer, 28 wide: 7/8; its second, 10 wide: 5/8, ran
-    1.7x slower than columns and products)."""
-    return win.ow / (16 * -(-win.ow // 16)) >= MIN_LANES
+def filled(size: int) -> float:
+    """The share of the lanes that ``size`` items fill in vectors of 16."""
+    return size / (16 * -(-size // 16))
+
+
+def weight_grad_fits(win: Any, c_out: int) -> bool:
+    """Whether ``weight_grad`` pays: its pixels' rows or its output channels fill at least
+    ``MIN_LANES`` of the vectors they take. LeNet-5's first layer (rows of 28: 7/8 full;
+    6 channels) and second (16 channels; rows of 10: 5/8, which ran 1.7x slower than the
+    columns' products) do; the columns take the rest."""
+    return max(filled(win.ow), filled(c_out)) >= MIN_LANES
 
 
 def weight_grad(x_padded: Any, g: Any, win: Any) -> Any:
-    """sum over samples and pixels of ``g * x`` shifted by each tap: (C_out, c*kh*kw)."""
-    c_out, taps = g.shape[1], win.c * win.kh * win.kw
+    """sum over samples and pixels of ``g * x`` shifted by each tap: (C_out, c*kh*kw), with
+    the pixels of a row (``weight_grad_kernel``) or the output channels
+    (``channel_grad_kernel``) as the lanes, whichever fills more of them."""
+    n, c_out, taps = win.n, g.shape[1], win.c * win.kh * win.kw
     out = xp.empty((c_out, taps), g.dtype)
-    tiles = -(-c_out // 6) * -(-taps // 3)
-    run = _kernels().weight_grad
-    sums = [xp.empty(24 * 16, g.dtype) for _ in range(2)]
-    g = xp.ascontiguousarray(g).reshape(-1)
+    sums = [xp.empty(18 * 16, g.dtype) for _ in range(2)]
+    if filled(c_out) > filled(win.ow):
+        run, tiles = _kernels().channel_grad, -(-c_out // 16) * -(-taps // 12)
+        g = xp.ascontiguousarray(g.transpose(0, 2, 3, 1))  # (n, oh, ow, C_out)
+    else:
+        run, tiles = _kernels().weight_grad, -(-c_out // 6) * -(-taps // 3)
+        g = xp.ascontiguousarray(g)
 
     def part(first: int, stop: int, i: int) -> None:
-        run(x_padded, g, out.reshape(-1), sums[i], first, stop, win.n, win.c, win.hp, win.wp,
-            c_out, win.kh, win.kw, win.oh, win.ow)
+        run(x_padded, g.reshape(-1), out.reshape(-1), sums[i], first, stop, n, win.c, win.hp,
+            win.wp, c_out, win.kh, win.kw, win.oh, win.ow)
     _on_halves(part, tiles)
     return out
 
@@ -260,3 +273,58 @@ def weight_grad_tile(x, g, out, sums, row, tap, n, c, hp, wp, c_out, kh, kw, oh,
             for lane in range(1, 16):
                 total += sums[16 * (3 * r + j) + lane]
             out[(row + r) * taps + tap + j] = total
+
+
+def channel_grad_kernel(x, gt, out, sums, first, stop, n, c, hp, wp, c_out, kh, kw, oh, ow):
+    """``weight_grad_kernel`` with output channels as the lanes: tiles first:stop of 16
+    channels by 12 taps, each tap's sum one vector of 16 channels, over the pixels of every
+    sample of ``gt``, the output gradient as (n, oh, ow, C_out)."""
+    taps = c * kh * kw
+    across = (taps + 11) // 12
+    for tile in range(first, stop):
+        channel_grad_tile(x, gt, out, sums, 16 * (tile // across), 12 * (tile % across), n, c,
+                          hp, wp, c_out, kh, kw, oh, ow)
+
+
+def tap_offset(t, taps, plane, wp, kh, kw):
+    """Where tap ``t`` (clamped to the last) reads, from a sample's first padded pixel."""
+    t = min(t, taps - 1)
+    return t // (kh * kw) * plane + t % (kh * kw) // kw * wp + t % kw
+
+
+def channel_grad_tile(x, gt, out, sums, row, tap, n, c, hp, wp, c_out, kh, kw, oh, ow):
+    """One tile of ``channel_grad_kernel``: channels row:row + 16 (lanes past C_out load as
+    zeros), taps tap:tap + 12 (12 sums, a broadcast pixel for each)."""
+    taps, plane, lanes = c * kh * kw, hp * wp, min(16, c_out - row)
+    f0, f1 = tap_offset(tap, taps, plane, wp, kh, kw), tap_offset(tap + 1, taps, plane, wp, kh, kw)
+    f2, f3 = tap_offset(tap + 2, taps, plane, wp, kh, kw), \
+        tap_offset(tap + 3, taps, plane, wp, kh, kw)
+    f4, f5 = tap_offset(tap + 4, taps, plane, wp, kh, kw), \
+        tap_offset(tap + 5, taps, plane, wp, kh, kw)
+    f6, f7 = tap_offset(tap + 6, taps, plane, wp, kh, kw), \
+        tap_offset(tap + 7, taps, plane, wp, kh, kw)
+    f8, f9 = tap_offset(tap + 8, taps, plane, wp, kh, kw), \
+        tap_offset(tap + 9, taps, plane, wp, kh, kw)
+    f10, f11 = tap_offset(tap + 10, taps, plane, wp, kh, kw), \
+        tap_offset(tap + 11, taps, plane, wp, kh, kw)
+    a0, a1, a2, a3, a4, a5 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+    a6, a7, a8, a9, a10, a11 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+    for s in range(n):
+        for y in range(oh):
+            xa, ga = s * c * plane + y * wp, (s * oh + y) * ow * c_out + row
+            for col in range(ow):
+                v = vload_first(gt, ga + col * c_out, lanes)
+                at = xa + col
+                a0, a1 = vfma(vsplat(x, at + f0), v, a0), vfma(vsplat(x, at + f1), v, a1)
+                a2, a3 = vfma(vsplat(x, at + f2), v, a2), vfma(vsplat(x, at + f3), v, a3)
+                a4, a5 = vfma(vsplat(x, at + f4), v, a4), vfma(vsplat(x, at + f5), v, a5)
+                a6, a7 = vfma(vsplat(x, at + f6), v, a6), vfma(vsplat(x, at + f7), v, a7)
+                a8, a9 = vfma(vsplat(x, at + f8), v, a8), vfma(vsplat(x, at + f9), v, a9)
+                a10, a11 = vfma(vsplat(x, at + f10), v, a10), vfma(vsplat(x, at + f11), v, a11)
+    vstore(sums, 0, a0), vstore(sums, 16, a1), vstore(sums, 32, a2), vstore(sums, 48, a3)
+    vstore(sums, 64, a4), vstore(sums, 80, a5), vstore(sums, 96, a6), vstore(sums, 112, a7)
+    vstore(sums, 128, a8), vstore(sums, 144, a9), vstore(sums, 160, a10)
+    vstore(sums, 176, a11)
+    for j in range(min(12, taps - tap)):
+        for lane in range(lanes):
+            out[(row + lane) * taps + tap + j] = sums[16 * j + lane]

@@ -30,10 +30,11 @@ def calls(monkeypatch):
     simd.set_wanted(previous)
 
 
-# (n, c, h, w, c_out, kernel, padding, bias): rows of 10 pixels (5 of a vector's 16 lanes
+# (n, c, h, w, c_out, kernel, padding, bias): rows of 10 pixels (6 of a vector's 16 lanes
 # unused), 28 (LeNet-5's first layer), 33 (three vectors, the last one lane), 15 and 20;
-# output channels past a tile of 6 (7, 13, 16) and fewer (1, 3, 5); 1x1, even, asymmetric
-# and whole-image kernels; taps not a multiple of the weight gradient's 3
+# output channels past a tile of 6 (7, 13, 16, 24) and fewer (1, 3, 5); weight gradients
+# with the channels as lanes (16, 13 and 24: a whole vector, a part of one, one and a half);
+# 1x1, even, asymmetric and whole-image kernels; taps not a multiple of 3 or 12
 GEOMETRIES = [
     (3, 2, 12, 10, 7, (3, 3), 1, True),
     (2, 1, 28, 28, 6, (5, 5), 2, True),
@@ -42,6 +43,7 @@ GEOMETRIES = [
     (1, 4, 6, 20, 13, (1, 1), 0, True),
     (3, 2, 7, 16, 1, (2, 4), 1, False),
     (2, 5, 5, 5, 3, (5, 5), 2, True),
+    (2, 3, 8, 10, 24, (3, 3), 1, True),
 ]
 
 
@@ -78,7 +80,8 @@ def test_direct_conv_matches_torch(calls, n, c, h, w, c_out, kernel, padding, bi
     arrays = operands(n, c, h, w, c_out, kernel, bias, seed=n * 100 + c_out)
     out, grads, g = ember_conv(arrays, padding)
     win = conv.conv_window("conv2d", arrays[0].shape, arrays[1].shape, 1, padding, 1)
-    assert calls == ["forward"] + (["weight_grad"] if simd_conv.weight_grad_fits(win) else [])
+    direct_grad = simd_conv.weight_grad_fits(win, c_out)
+    assert calls == ["forward"] + (["weight_grad"] if direct_grad else [])
     expected, expected_grads = torch_conv(arrays, padding, g)
     assert_float32_close(out, expected)
     for mine, theirs in zip(grads, expected_grads):
@@ -97,13 +100,14 @@ def test_same_bits_on_one_thread_and_two(calls, monkeypatch):
         assert a.tobytes() == b.tobytes()
 
 
-def test_non_finite_inputs_give_torchs_non_finite_outputs(calls):
+@pytest.mark.parametrize("w, c_out", [(28, 7), (10, 16)])  # pixels, channels as lanes
+def test_non_finite_inputs_give_torchs_non_finite_outputs(calls, w, c_out):
     """inf and -inf where torch has them. Corner pixels reach only some taps' weight
     gradients; the lanes past the end of a padded row's last vector read the next row's
     first pixels (here the infinities), which must not make 0 * inf."""
-    arrays = operands(2, 2, 9, 28, 7, (3, 3), True, seed=4)
+    arrays = operands(2, 2, 9, w, c_out, (3, 3), True, seed=4)
     x = arrays[0]
-    x[0, 0, 0, 0], x[1, 1, 8, 27], x[0, 1, 4, 0] = np.inf, -np.inf, np.inf
+    x[0, 0, 0, 0], x[1, 1, 8, w - 1], x[0, 1, 4, 0] = np.inf, -np.inf, np.inf
     out, grads, g = ember_conv(arrays, 1)
     assert calls == ["forward", "weight_grad"]
     expected, expected_grads = torch_conv(arrays, 1, g)
@@ -116,11 +120,12 @@ def test_non_finite_inputs_give_torchs_non_finite_outputs(calls):
         assert_float32_close(got[finite], exact[finite])
 
 
-@pytest.mark.parametrize("ow, fits", [(10, False), (12, True), (16, True), (17, False),
-                                      (28, True), (32, True)])
-def test_weight_grad_runs_where_rows_fill_the_vectors(ow, fits):
-    win = conv.conv_window("conv2d", (2, 1, 5, ow + 2), (3, 1, 3, 3), 1, 0, 1)
-    assert win.ow == ow and simd_conv.weight_grad_fits(win) == fits
+@pytest.mark.parametrize("ow, c_out, fits", [(10, 7, False), (12, 7, True), (16, 1, True),
+                                             (17, 5, False), (28, 6, True), (10, 16, True),
+                                             (10, 12, True), (10, 20, False), (10, 40, True)])
+def test_weight_grad_runs_where_rows_or_channels_fill_the_vectors(ow, c_out, fits):
+    win = conv.conv_window("conv2d", (2, 1, 5, ow + 2), (c_out, 1, 3, 3), 1, 0, 1)
+    assert win.ow == ow and simd_conv.weight_grad_fits(win, c_out) == fits
 
 
 def test_direct_path_only_for_float32_stride_1_single_group(calls):
