@@ -93,14 +93,14 @@ def forward(x_padded: Any, weight: Any, win: Any, bias: Any = None) -> Any:
     c_out = weight.shape[0]
     out = xp.empty((win.n, c_out, win.oh, win.ow), x_padded.dtype)
     w = xp.ascontiguousarray(weight, dtype=x_padded.dtype).reshape(-1)
+    shift = xp.zeros(c_out, x_padded.dtype) if bias is None else \
+        xp.ascontiguousarray(bias, dtype=x_padded.dtype)
     run = _kernels().rows
 
     def part(first: int, stop: int, _: int) -> None:
-        run(x_padded, w, out.reshape(-1), first, stop, win.c, win.hp, win.wp, c_out, win.kh,
-            win.kw, win.oh, win.ow)
+        run(x_padded, w, shift, out.reshape(-1), first, stop, win.c, win.hp, win.wp, c_out,
+            win.kh, win.kw, win.oh, win.ow)
     _on_halves(part, win.n)
-    if bias is not None:
-        out += bias.reshape(-1, 1, 1)
     return out
 
 
@@ -153,9 +153,10 @@ def _on_halves(part: Any, count: int) -> None:
 # the last of a row ``ow % 16`` wide where ow is not a multiple of 16: vector v is row
 # v // across, from column 16 * (v % across).
 
-def row_kernel(x, w, out, first, stop, c, hp, wp, c_out, kh, kw, oh, ow):
-    """out[s, r, y, x] = sum over (ci, ky, kx) of w[r, ci, ky, kx] * x[s, ci, y + ky, x + kx]
-    for samples first:stop: tiles of 6 output channels by two vectors of pixels."""
+def row_kernel(x, w, bias, out, first, stop, c, hp, wp, c_out, kh, kw, oh, ow):
+    """out[s, r, y, x] = bias[r] + the sum over (ci, ky, kx) of w[r, ci, ky, kx] *
+    x[s, ci, y + ky, x + kx] for samples first:stop: tiles of 6 output channels by two
+    vectors of pixels, whose sums start at the bias (no pass over the output to add it)."""
     taps, plane, across = c * kh * kw, hp * wp, (ow + 15) // 16
     vectors = oh * across
     last = (c_out - 1) * taps
@@ -170,8 +171,12 @@ def row_kernel(x, w, out, first, stop, c, hp, wp, c_out, kh, kw, oh, ow):
                 u = min(v + 1, vectors - 1)
                 y0, x0, y1, x1 = v // across, 16 * (v % across), u // across, 16 * (u % across)
                 b0, b1 = x_at + y0 * wp + x0, x_at + y1 * wp + x1
-                s00, s01, s10, s11, s20, s21 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
-                s30, s31, s40, s41, s50, s51 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+                s00 = s01 = vsplat(bias, row)
+                s10 = s11 = vsplat(bias, min(row + 1, c_out - 1))
+                s20 = s21 = vsplat(bias, min(row + 2, c_out - 1))
+                s30 = s31 = vsplat(bias, min(row + 3, c_out - 1))
+                s40 = s41 = vsplat(bias, min(row + 4, c_out - 1))
+                s50 = s51 = vsplat(bias, min(row + 5, c_out - 1))
                 for ci in range(c):
                     for ky in range(kh):
                         at = ci * plane + ky * wp
