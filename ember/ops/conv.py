@@ -555,7 +555,9 @@ class Conv2d(Function):
         self.window, self.groups, self.has_bias = window, groups, bias is not None
         self.blocked = blocked(window, groups) and not stays_per_sample(window, weight.shape[0])
         self.per_sample = not self.blocked and per_sample(window, weight.shape[0])
-        self.direct = self.per_sample and simd_conv.fits(window, groups, x.dtype)
+        # direct for any batch size of a per-sample-sized layer: it builds no columns
+        self.direct = per_sample(window, weight.shape[0]) and \
+            simd_conv.fits(window, groups, x.dtype)
         if self.direct:  # small stride-1 layers: no columns (the input serves the backward)
             self.save(x, weight)
             return simd_conv.forward(simd_conv.padded(x, window), weight, window, bias)
@@ -585,7 +587,7 @@ class Conv2d(Function):
         saved, weight = self.saved
         win, groups, need = self.window, self.groups, self.needs_input_grad
         if self.direct:
-            gx, gw = direct_conv_grads(g, saved, weight, win, need)
+            gx, gw = direct_conv_grads(g, saved, weight, win, need, self.blocked)
         elif self.blocked:
             gx, gw = blocked_conv_grads(g, saved, weight, win, need)
         elif self.per_sample and self.streams:  # the input was kept, not its columns
@@ -659,14 +661,16 @@ def blocked_conv_grads(g: Any, x: Any, weight: Any, win: Window, need: tuple) ->
     return gx, gw
 
 
-def direct_conv_grads(g: Any, x: Any, weight: Any, win: Window, need: tuple) -> tuple:
+def direct_conv_grads(g: Any, x: Any, weight: Any, win: Window, need: tuple,
+                      is_blocked: bool) -> tuple:
     """Gradients of a ``simd_conv`` forward: the weight gradient direct where its pixels'
-    rows or channels fill the vectors (``simd_conv.weight_grad_fits``), else from columns built a
-    block at a time; the input gradient as the per-sample layout makes it (the direct
+    rows or channels fill the vectors (``simd_conv.weight_grad_fits``), else from columns
+    built a block at a time; the input gradient as the layer's layout makes it (the direct
     kernel measured no faster on LeNet-5's second layer: 16 -> 6 channels, 14 wide)."""
     gx = gw = None
     if need[0]:
-        gx = sample_conv_grads(g, None, weight, win, 1, (True, False))[0]
+        gx = blocked_conv_grads(g, x, weight, win, (True, False))[0] if is_blocked else \
+            sample_conv_grads(g, None, weight, win, 1, (True, False))[0]
     if need[1] and simd_conv.weight_grad_fits(win, weight.shape[0]):
         gw = simd_conv.weight_grad(simd_conv.padded(x, win), g, win).reshape(weight.shape)
     elif need[1]:

@@ -150,3 +150,18 @@ def test_switched_off_and_unwanted(calls, monkeypatch):
     simd.set_wanted(False)
     F.conv2d(x, w)
     assert calls == []
+
+
+def test_direct_forward_for_a_batch_the_columns_would_block(calls, monkeypatch):
+    """A per-sample-sized layer whose whole batch of columns would be too big for the
+    per-sample layout (LeNet-5 at inference's batch of 1000) still runs direct: it builds no
+    columns. Its input gradient then comes from the blocked layout."""
+    monkeypatch.setattr(conv, "SAMPLE_MAX_COLUMNS_BYTES", 1)
+    arrays = operands(3, 6, 14, 14, 16, (5, 5), True, seed=7)
+    win = conv.conv_window("conv2d", arrays[0].shape, arrays[1].shape, 1, 0, 1)
+    assert conv.blocked(win, 1) and not conv.stays_per_sample(win, 16)
+    out, grads, g = ember_conv(arrays, 0)
+    assert calls == ["forward", "weight_grad"]
+    expected, expected_grads = torch_conv(arrays, 0, g)
+    for mine, theirs in zip([out] + grads, [expected] + expected_grads):
+        assert_float32_close(mine, theirs)
