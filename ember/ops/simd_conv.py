@@ -30,15 +30,15 @@ import threading
 from types import SimpleNamespace
 from typing import Any
 
-from ember import blas, parallel
 from ember.backend import xp
-from ember.ops import kernels, simd
+from ember.ops import conv_blocked, kernels, simd
 
 __all__ = ["fits", "forward", "weight_grad", "weight_grad_fits", "padded", "ENABLED",
            "MIN_LANES"]
 
 ENABLED = True  # tests and probes switch the direct path off
 MIN_LANES = 0.75  # weight_grad_fits
+CHUNKS = 8  # work items per call, shared out between threads (_on_threads)
 _lock = threading.Lock()
 _compiled: Any = None
 
@@ -97,10 +97,10 @@ def forward(x_padded: Any, weight: Any, win: Any, bias: Any = None) -> Any:
         xp.ascontiguousarray(bias, dtype=x_padded.dtype)
     run = _kernels().rows
 
-    def part(first: int, stop: int, _: int) -> None:
+    def part(first: int, stop: int) -> None:
         run(x_padded, w, shift, out.reshape(-1), first, stop, win.c, win.hp, win.wp, c_out,
             win.kh, win.kw, win.oh, win.ow)
-    _on_halves(part, win.n)
+    _on_threads(part, win.n)
     return out
 
 
@@ -123,7 +123,6 @@ def weight_grad(x_padded: Any, g: Any, win: Any) -> Any:
     (``channel_grad_kernel``) as the lanes, whichever fills more of them."""
     n, c_out, taps = win.n, g.shape[1], win.c * win.kh * win.kw
     out = xp.empty((c_out, taps), g.dtype)
-    sums = [xp.empty(18 * 16, g.dtype) for _ in range(2)]
     if filled(c_out) > filled(win.ow):
         run, tiles = _kernels().channel_grad, -(-c_out // 16) * -(-taps // 12)
         g = xp.ascontiguousarray(g.transpose(0, 2, 3, 1))  # (n, oh, ow, C_out)
@@ -131,21 +130,24 @@ def weight_grad(x_padded: Any, g: Any, win: Any) -> Any:
         run, tiles = _kernels().weight_grad, -(-c_out // 6) * -(-taps // 3)
         g = xp.ascontiguousarray(g)
 
-    def part(first: int, stop: int, i: int) -> None:
-        run(x_padded, g.reshape(-1), out.reshape(-1), sums[i], first, stop, n, win.c, win.hp,
+    def part(first: int, stop: int) -> None:
+        sums = xp.empty(18 * 16, g.dtype)  # the tiles' vectors of sums, added up at the end
+        run(x_padded, g.reshape(-1), out.reshape(-1), sums, first, stop, n, win.c, win.hp,
             win.wp, c_out, win.kh, win.kw, win.oh, win.ow)
-    _on_halves(part, tiles)
+    _on_threads(part, tiles)
     return out
 
 
-def _on_halves(part: Any, count: int) -> None:
-    """``part(first, stop, thread)`` on two halves of ``count`` items, on two threads
-    where BLAS has two, else one call."""
-    if blas.get_num_threads() < 2 or count < 2:
-        part(0, count, 0)
-        return
-    jobs = iter([(0, count // 2, 0), (count // 2, count, 1)])
-    parallel.on_threads(lambda: part(*next(jobs)), 2)
+def _on_threads(part: Any, count: int) -> None:
+    """``part(first, stop)`` over ``count`` items in ``CHUNKS`` chunks, which the threads
+    BLAS has take in turn (``conv_blocked.on_blocks``): on this VM the second core's speed
+    comes and goes, and fixed halves would wait for the slower one."""
+    per = max(1, -(-count // CHUNKS))
+
+    def run(starts: Any) -> None:
+        for start in starts:
+            part(start, min(start + per, count))
+    conv_blocked.on_blocks(run, count, per)
 
 
 # The kernels. Indices are flat offsets into C-contiguous arrays. A sample's output is
