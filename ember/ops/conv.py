@@ -44,6 +44,7 @@ __all__ = ["Window", "conv2d", "conv1d", "conv_transpose2d", "to_columns", "from
 
 WIDE_OVERHEAD = 0.5  # compute wide rows when the garbage columns cost at most this fraction
 GRAD_CONV_MAX_RATIO = 2.0  # input gradient as a convolution while C_out <= this * C_in
+GRAD_DIRECT_MAX_WORK = 1.25  # direct input gradient: its share of the forward's work at most
 BACK_COLUMNS_BYTES = 32 << 20  # the backward columns of a stride-1 conv, batch slice by slice
 BLOCKED = True  # stride-1 layers above the per-sample size: conv_blocked (tests switch it off)
 
@@ -555,12 +556,14 @@ class Conv2d(Function):
         self.window, self.groups, self.has_bias = window, groups, bias is not None
         self.blocked = blocked(window, groups) and not stays_per_sample(window, weight.shape[0])
         self.per_sample = not self.blocked and per_sample(window, weight.shape[0])
-        # direct for any batch size of a per-sample-sized layer: it builds no columns
-        self.direct = per_sample(window, weight.shape[0]) and \
-            simd_conv.fits(window, groups, x.dtype)
+        # direct for any batch size of a per-sample-sized layer (it builds no columns), and
+        # for a blocked one whose rows fill the vectors
+        self.small = per_sample(window, weight.shape[0])
+        self.direct = simd_conv.fits(window, groups, x.dtype) and \
+            (self.small or self.blocked and simd_conv.rows_fill(window))
         if self.direct:  # small stride-1 layers: no columns (the input serves the backward)
             self.save(x, weight)
-            return simd_conv.forward(simd_conv.padded(x, window), weight, window, bias)
+            return simd_conv.forward(x, weight, window, bias)
         if self.blocked:  # the batch in cache-sized blocks; the input serves the backward
             self.save(x, weight)
             return conv_blocked.forward(x, weight.reshape(weight.shape[0], -1), window, bias)
@@ -587,7 +590,7 @@ class Conv2d(Function):
         saved, weight = self.saved
         win, groups, need = self.window, self.groups, self.needs_input_grad
         if self.direct:
-            gx, gw = direct_conv_grads(g, saved, weight, win, need, self.blocked)
+            gx, gw = direct_conv_grads(g, saved, weight, win, need, self.blocked, self.small)
         elif self.blocked:
             gx, gw = blocked_conv_grads(g, saved, weight, win, need)
         elif self.per_sample and self.streams:  # the input was kept, not its columns
@@ -662,17 +665,29 @@ def blocked_conv_grads(g: Any, x: Any, weight: Any, win: Window, need: tuple) ->
 
 
 def direct_conv_grads(g: Any, x: Any, weight: Any, win: Window, need: tuple,
-                      is_blocked: bool) -> tuple:
-    """Gradients of a ``simd_conv`` forward: the weight gradient direct where its pixels'
-    rows or channels fill the vectors (``simd_conv.weight_grad_fits``), else from columns
-    built a block at a time; the input gradient as the layer's layout makes it (the direct
-    kernel measured no faster on LeNet-5's second layer: 16 -> 6 channels, 14 wide)."""
+                      is_blocked: bool, small: bool) -> tuple:
+    """Gradients of a ``simd_conv`` forward. The input gradient: for a blocked layer whose
+    rows fill the vectors, ``simd_conv.forward`` of the output gradient with the flipped
+    kernel (the blocked layout's way, without columns), unless the padded gradient makes
+    that convolution more than ``GRAD_DIRECT_MAX_WORK`` times the forward's multiplications
+    (LeNet-5's second layer: 14x14 against 10x10 pixels, 1.96x; no faster than its
+    per-sample columns); otherwise as the layer's layout makes it. The weight gradient:
+    direct for a small layer whose pixels' rows or channels fill the vectors
+    (``simd_conv.weight_grad_fits``), else from columns (on the CIFAR CNN's 16x16 and 32x32
+    layers the direct kernel, streaming every sample's gradient per tile, took 2x)."""
     gx = gw = None
-    if need[0]:
+    back = gradient_window(g.shape, win)
+    if need[0] and is_blocked and simd_conv.rows_fill(back) and \
+            win.h * win.w <= GRAD_DIRECT_MAX_WORK * win.oh * win.ow:
+        flipped = flipped_weight(weight, 1)
+        gx = simd_conv.forward(g, flipped, back)
+    elif need[0]:
         gx = blocked_conv_grads(g, x, weight, win, (True, False))[0] if is_blocked else \
             sample_conv_grads(g, None, weight, win, 1, (True, False))[0]
-    if need[1] and simd_conv.weight_grad_fits(win, weight.shape[0]):
+    if need[1] and small and simd_conv.weight_grad_fits(win, weight.shape[0]):
         gw = simd_conv.weight_grad(simd_conv.padded(x, win), g, win).reshape(weight.shape)
+    elif need[1] and is_blocked:
+        gw = conv_blocked.weight_grad(x, g, win).reshape(weight.shape)
     elif need[1]:
         n, c_out = g.shape[:2]
         gw = streamed_weight_grad(g.reshape(n, c_out, -1), x, win, 1).reshape(weight.shape)

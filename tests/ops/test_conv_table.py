@@ -908,8 +908,9 @@ def test_winograd_is_taken_only_where_it_applies(monkeypatch, shape, kwargs, exp
 
 def test_blocked_conv_float32_weight_gradient_alone(monkeypatch):
     """A first layer (input without grad) in float32: only the weight gradient is built."""
-    from ember.ops import conv, conv_blocked
+    from ember.ops import conv, conv_blocked, simd_conv
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    monkeypatch.setattr(simd_conv, "ENABLED", False)  # the blocked layout, not the direct one
     called = []
     real = conv_blocked.forward
     monkeypatch.setattr(conv_blocked, "forward", lambda *a: called.append(1) or real(*a))

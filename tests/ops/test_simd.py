@@ -196,8 +196,9 @@ def test_convolution_takes_the_kernels(simd_on, monkeypatch):
     """The blocked convolution's products all go through ``simd.matmul`` (here Winograd's:
     the forward's and input gradient's on ``nn``, the weight gradient's, 256 tiles a
     block, on ``nt``)."""
-    from ember.ops import conv
+    from ember.ops import conv, simd_conv
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    monkeypatch.setattr(simd_conv, "ENABLED", False)  # the blocked layout, not the direct one
     calls = []
     real_nn, real_nt = simd.nn_into, simd.nt_into
     monkeypatch.setattr(simd, "nn_into", lambda *a: calls.append("nn") or real_nn(*a))

@@ -165,3 +165,19 @@ def test_direct_forward_for_a_batch_the_columns_would_block(calls, monkeypatch):
     expected, expected_grads = torch_conv(arrays, 0, g)
     for mine, theirs in zip([out] + grads, [expected] + expected_grads):
         assert_float32_close(mine, theirs)
+
+
+@pytest.mark.parametrize("h, w, direct", [(16, 16, True), (10, 32, True), (8, 8, False),
+                                          (16, 20, False)])
+def test_blocked_layers_run_direct_where_rows_fill_the_vectors(calls, monkeypatch, h, w,
+                                                               direct):
+    """Above the per-sample size (here: all), a blocked layer runs its forward and input
+    gradient direct where its rows fill 3/4 of the vectors (16 and 32 wide, not 8 or 20),
+    its weight gradient from the blocked layout's columns."""
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    arrays = operands(3, 8, h, w, 12, (3, 3), True, seed=8)
+    out, grads, g = ember_conv(arrays, 1)
+    assert calls == (["forward", "forward"] if direct else [])
+    expected, expected_grads = torch_conv(arrays, 1, g)
+    for mine, theirs in zip([out] + grads, [expected] + expected_grads):
+        assert_float32_close(mine, theirs)
