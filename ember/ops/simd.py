@@ -81,7 +81,7 @@ def _compile() -> Any:
     """The compiled kernels, or False when Numba is not installed."""
     # the intrinsics are module globals, not closure variables: Numba keys its on-disk
     # cache by a kernel's closure, and an intrinsic pickles with a new id in every process
-    global vload, vstore, vsplat, vzero, vfma, vload_first, vstore_first
+    global vload, vstore, vsplat, vzero, vfma, vadd, vload_first, vstore_first
     global vfold8, vfold4, vfold2, vfold1
     global vlow8, vlow4, vlow2, vlow1, vhigh8, vhigh4, vhigh2, vhigh1
     global atomic_load, atomic_store, atomic_add, swap_if, spin_pause, floats_at, numba_carray
@@ -93,7 +93,7 @@ def _compile() -> Any:
         return False
     vector = ir.VectorType(ir.FloatType(), 16)
     f32x16 = _vector_type(numba, models, register_model, vector)
-    vload, vstore, vsplat, vzero, vfma, vload_first, vstore_first = \
+    vload, vstore, vsplat, vzero, vfma, vadd, vload_first, vstore_first = \
         _intrinsics(numba, ir, intrinsic, vector, f32x16)
     vfold8, vfold4, vfold2, vfold1 = (_fold(ir, intrinsic, f32x16, h) for h in (8, 4, 2, 1))
     vlow8, vlow4, vlow2, vlow1 = (_fold(ir, intrinsic, f32x16, h, "low") for h in (8, 4, 2, 1))
@@ -113,8 +113,10 @@ def _compile() -> Any:
 
 
 def _intrinsics(numba: Any, ir: Any, intrinsic: Any, vector: Any, f32x16: Any) -> tuple:
-    """``vload``, ``vstore``, ``vsplat``, ``vzero`` and ``vfma``: what a kernel does with
-    ``f32x16`` values, each a few LLVM instructions."""
+    """``vload``, ``vstore``, ``vsplat``, ``vzero``, ``vfma`` and ``vadd``, and the masked
+    ``vload_first`` and ``vstore_first`` (a vector's first ``count`` lanes; the rest load
+    as 0.0, or are not stored): what a kernel does with ``f32x16`` values, each a few LLVM
+    instructions."""
     element = _element
 
     @intrinsic
@@ -196,7 +198,13 @@ def _intrinsics(numba: Any, ir: Any, intrinsic: Any, vector: Any, f32x16: Any) -
                 module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
             return builder.call(fma, args)
         return f32x16(f32x16, f32x16, f32x16), codegen
-    return vload, vstore, vsplat, vzero, vfma, vload_first, vstore_first
+
+    @intrinsic
+    def vadd(typingctx, a, b):  # a + b, lane by lane
+        def codegen(context, builder, sig, args):
+            return builder.fadd(*args)
+        return f32x16(f32x16, f32x16), codegen
+    return vload, vstore, vsplat, vzero, vfma, vadd, vload_first, vstore_first
 
 
 def _fold(ir: Any, intrinsic: Any, f32x16: Any, half: int, part: str = "sum") -> Any:
