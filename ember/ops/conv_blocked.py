@@ -15,7 +15,7 @@ backward 20-35% faster than the whole-batch layout, e.g. 81 -> 55 ms for
 Stride-1 windows use conv's wide layout (each output row computed over the whole
 padded row): a kernel tap of one channel is then one contiguous run to copy. Padding
 is done per block too, into a buffer whose zero frame is written once per thread
-(``_PaddedBlock``): padding the whole batch cost ~1 ms per layer and pass, most of it
+(``PaddedBlock``): padding the whole batch cost ~1 ms per layer and pass, most of it
 writing the frame's left and right columns one element per row.
 
 Where those extra columns would be a large share of the products (small images:
@@ -46,7 +46,7 @@ from ember import blas, parallel
 from ember.backend import xp
 from ember.ops import kernels, simd
 
-__all__ = ["forward", "weight_grad", "on_blocks", "summed_in_block_order", "narrow",
+__all__ = ["forward", "weight_grad", "on_blocks", "PaddedBlock", "summed_in_block_order", "narrow",
            "winograd", "winograd_weight_grad", "winograd_shape", "BLOCK_BYTES",
            "NARROW_MIN_WASTE", "THREADS", "WINOGRAD", "WINOGRAD_BLOCK_BYTES",
            "WINOGRAD_WEIGHT_GRAD", "WINOGRAD_GRAD_BLOCK_BYTES"]
@@ -68,23 +68,24 @@ _as_strided = xp.lib.stride_tricks.as_strided
 
 
 def narrow(win: Any, dtype: Any) -> bool:
-    """Whether a layer's blocks use the narrow layout (``_PaddedBlock.columns``): with the
+    """Whether a layer's blocks use the narrow layout (``PaddedBlock.columns``): with the
     compiled im2col, where the wide layout's extra columns are more than
     ``NARROW_MIN_WASTE`` of the products (16x16 and 8x8 images with padding 1; at 32x32
     NumPy's long-run copies win; docs/performance.md, section 15)."""
     return kernels.enabled(dtype) and win.wq - win.ow > NARROW_MIN_WASTE * win.ow
 
 
-class _PaddedBlock:
-    """One thread's zero-padded copy of a block of samples, flat with ``win.slack``
-    elements to spare (the last wide row reads past the image). Its frame and slack are
-    zeroed once; each block then only copies its samples into the inside, in cache,
-    so the batch is never padded as a whole."""
+class PaddedBlock:
+    """One thread's zero-padded copy of a block of samples, flat with ``slack`` elements
+    to spare (default ``win.slack``: the last wide row reads past the image). Its frame
+    and slack are zeroed once; each block then only copies its samples into the inside,
+    in cache, so the batch is never padded as a whole (also ``simd_conv.forward``'s)."""
 
-    def __init__(self, dtype: Any, win: Any, size: int, narrow: bool) -> None:
+    def __init__(self, dtype: Any, win: Any, size: int, narrow: bool,
+                 slack: int | None = None) -> None:
         self.win, self.sample, self.narrow = win, win.c * win.hp * win.wp, narrow
         self.width = win.ow if narrow else win.wq  # matrix columns per output row
-        self.buf = xp.zeros(size * self.sample + win.slack, dtype)
+        self.buf = xp.zeros(size * self.sample + (win.slack if slack is None else slack), dtype)
         self.image = self.buf[:size * self.sample].reshape(size, win.c, win.hp, win.wp)
         self.inside = self.image[:, :, win.top:win.top + win.h, win.left:win.left + win.w]
 
@@ -185,7 +186,7 @@ def forward(x: Any, weight: Any, win: Any, bias: Any = None) -> Any:
 
     def run(starts: Any) -> None:
         size = min(per_block, win.n)
-        padded = _PaddedBlock(x.dtype, win, size, is_narrow)
+        padded = PaddedBlock(x.dtype, win, size, is_narrow)
         cols = xp.empty(size * weight.shape[1] * length, x.dtype)
         products = None if is_narrow else xp.empty((size, c_out, length), x.dtype)
         for start in starts:
@@ -236,7 +237,7 @@ def _winograd_forward(x: Any, weight: Any, win: Any, bias: Any) -> Any:
 
     def run(starts: Any) -> None:
         size = min(per_block, win.n)
-        padded = _PaddedBlock(x.dtype, win, size, True)
+        padded = PaddedBlock(x.dtype, win, size, True)
         v_buf = xp.empty(16 * c * size * tiles, x.dtype)
         m_buf = xp.empty(16 * c_out * size * tiles, x.dtype)
         for start in starts:
@@ -280,7 +281,7 @@ def _winograd_weight_grad(x: Any, g: Any, win: Any) -> Any:
 
     def run(starts: Any) -> Any:
         size = min(per_block, win.n)
-        padded = _PaddedBlock(x.dtype, win, size, True)
+        padded = PaddedBlock(x.dtype, win, size, True)
         v_buf = xp.empty(16 * c * size * tiles, x.dtype)
         z_buf = xp.empty(16 * c_out * size * tiles, x.dtype)
         parts = {}  # block start -> its (16, C_out, c) products
@@ -334,7 +335,7 @@ def weight_grad(x: Any, g: Any, win: Any) -> Any:
 
     def run(starts: Any) -> Any:
         size = min(per_block, win.n) * win.oh * width
-        padded = _PaddedBlock(x.dtype, win, min(per_block, win.n), is_narrow)
+        padded = PaddedBlock(x.dtype, win, min(per_block, win.n), is_narrow)
         cols, grads = xp.empty(rows * size, x.dtype), xp.empty(c_out * size, g.dtype)
         parts = {}  # block start -> its (rows, C_out) product (transposed: see below)
         for start in starts:

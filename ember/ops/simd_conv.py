@@ -40,6 +40,7 @@ ENABLED = True  # tests and probes switch the direct path off
 MIN_LANES = 0.75  # weight_grad_fits
 CHUNKS = 8  # work items per call, shared out between threads (_on_threads)
 BLOCK_BYTES = 1 << 19  # forward: padded samples per block (half of a core's L2 here)
+SLACK = 16  # elements past a padded input (plus kw) that a row's last vector may read
 _lock = threading.Lock()
 _compiled: Any = None
 
@@ -73,26 +74,21 @@ def _compile() -> Any:
     vadd = simd.vadd
     vload_first, vstore_first = simd.vload_first, simd.vstore_first
     jit = kernels.jit_compiler(numba)
-    for name in ("row_kernel", "add_into", "weight_grad_tile", "weight_grad_kernel", "tap_offset",
-                 "channel_grad_tile", "channel_grad_kernel"):  # callees first
+    for name in ("row_kernel", "add_into", "tap_offset", "weight_grad_tile",
+                 "weight_grad_kernel", "channel_grad_tile", "channel_grad_kernel"):  # callees first
         globals()[name] = jit(globals()[name])
     return SimpleNamespace(rows=row_kernel, weight_grad=weight_grad_kernel,
                            channel_grad=channel_grad_kernel)
 
 
 def padded(x: Any, win: Any) -> Any:
-    """The padded input, flat, with room for the reads past its end of a row's last
-    vector (``_zeros``)."""
-    buf = _zeros(x.shape[0], win, x.dtype)
-    img = buf[:x.shape[0] * win.c * win.hp * win.wp].reshape(x.shape[0], win.c, win.hp, win.wp)
+    """The padded input, flat, with ``SLACK + kw`` elements to spare: the last vector of an
+    output row reads up to 15 + kw - 1 elements past the row's last pixel."""
+    n = x.shape[0]
+    buf = xp.zeros(n * win.c * win.hp * win.wp + SLACK + win.kw, x.dtype)
+    img = buf[:n * win.c * win.hp * win.wp].reshape(n, win.c, win.hp, win.wp)
     img[:, :, win.top:win.top + win.h, win.left:win.left + win.w] = x
     return buf
-
-
-def _zeros(samples: int, win: Any, dtype: Any) -> Any:
-    """Zeros for ``samples`` padded samples, flat, and 16 + kw more: the last vector of an
-    output row reads up to 15 + kw - 1 elements past the row's last pixel."""
-    return xp.zeros(samples * win.c * win.hp * win.wp + 16 + win.kw, dtype)
 
 
 def forward(x: Any, weight: Any, win: Any, bias: Any = None) -> Any:
@@ -105,18 +101,15 @@ def forward(x: Any, weight: Any, win: Any, bias: Any = None) -> Any:
     out = xp.empty((n, c_out, win.oh, win.ow), dtype)
     w = xp.ascontiguousarray(weight, dtype=dtype).reshape(-1)
     shift = xp.zeros(c_out, dtype) if bias is None else xp.ascontiguousarray(bias, dtype=dtype)
-    sample = win.c * win.hp * win.wp
-    per = max(1, min(-(-n // CHUNKS), BLOCK_BYTES // (sample * x.itemsize)))
+    per = max(1, min(-(-n // CHUNKS), BLOCK_BYTES // (win.c * win.hp * win.wp * x.itemsize)))
     kernel = _kernels().rows
 
     def run(starts: Any) -> None:
-        block = _zeros(per, win, dtype)  # its frame stays zero; each block fills the inside
-        inside = block[:per * sample].reshape(per, win.c, win.hp, win.wp)[
-            :, :, win.top:win.top + win.h, win.left:win.left + win.w]
+        block = conv_blocked.PaddedBlock(dtype, win, min(per, n), True, slack=SLACK + win.kw)
         for start in starts:
             count = min(per, n - start)
-            xp.copyto(inside[:count], x[start:start + count])
-            kernel(block, w, shift, out[start:start + count].reshape(-1), 0, count, win.c,
+            block.load(x, start, count)
+            kernel(block.buf, w, shift, out[start:start + count].reshape(-1), 0, count, win.c,
                    win.hp, win.wp, c_out, win.kh, win.kw, win.oh, win.ow)
     conv_blocked.on_blocks(run, n, per)
     return out
@@ -269,11 +262,9 @@ def weight_grad_tile(x, g, out, sums, row, tap, n, c, hp, wp, c_out, kh, kw, oh,
     """One tile of ``weight_grad_kernel``: output channels row:row + 6, taps tap:tap + 3
     (18 sums, 3 + 1 operands: 22 of the 32 vector registers). Lanes past a row's end load
     as zeros from both operands (no 0 * inf)."""
-    taps, area, plane = c * kh * kw, kh * kw, hp * wp
-    t0, t1, t2 = tap, min(tap + 1, taps - 1), min(tap + 2, taps - 1)
-    o0 = t0 // area * plane + t0 % area // kw * wp + t0 % kw
-    o1 = t1 // area * plane + t1 % area // kw * wp + t1 % kw
-    o2 = t2 // area * plane + t2 % area // kw * wp + t2 % kw
+    taps, plane = c * kh * kw, hp * wp
+    o0, o1 = tap_offset(tap, taps, plane, wp, kh, kw), tap_offset(tap + 1, taps, plane, wp, kh, kw)
+    o2 = tap_offset(tap + 2, taps, plane, wp, kh, kw)
     size = oh * ow
     last = (c_out - 1) * size
     r0 = row * size
