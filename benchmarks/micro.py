@@ -139,8 +139,18 @@ def _calls_for(fn: Callable, budget: float) -> int:
     return max(1, int(budget / max(min(once), 1e-7)))
 
 
-def _per_call(fn: Callable, calls: int, pause_gc: bool = False) -> float:
+WARM_SECONDS = 0.05
+"""Untimed calls after each pause, before the timed ones: after its 0.3 s pause ember's
+128x48x16x16 convolution ran its first 40-50 ms ~1.5x slower than later (fwd+bwd 19-22 ms
+against 13-14 in a loop; section 34), a stretch that a 30 ms round was all of."""
+
+
+def _per_call(fn: Callable, calls: int, pause_gc: bool = False, warm: float = WARM_SECONDS
+              ) -> float:
     measure.settle()  # the other framework's idle threads stop spinning first
+    warm_until = time.perf_counter() + warm
+    while time.perf_counter() < warm_until:  # its own threads and caches, back in use
+        fn()
     if pause_gc:
         gc.collect()
         gc.disable()
@@ -157,7 +167,9 @@ def _per_call(fn: Callable, calls: int, pause_gc: bool = False) -> float:
 def run_micro(names: list[str] | None = None, rounds: int = 7, budget: float = 0.03,
               quick: bool = False) -> list[MicroResult]:
     """Median microseconds per call of each benchmark, ember and torch alternating.
-    ``quick``: batch sizes divided by 8 (except for the op chain and the matmul)."""
+    ``quick``: batch sizes divided by 8 (except for the op chain and the matmul), and no
+    untimed warm calls."""
+    warm = 0.0 if quick else WARM_SECONDS
     results = []
     for name in names or list(MICRO):
         setup, args = MICRO[name]
@@ -171,6 +183,6 @@ def run_micro(names: list[str] | None = None, rounds: int = 7, budget: float = 0
         times: tuple[list, list] = ([], [])
         for _ in range(rounds * min(steady, 2)):
             for i, fn in enumerate((ember_fn, torch_fn)):
-                times[i].append(_per_call(fn, calls[i], name == PER_OP_NO_GC))
+                times[i].append(_per_call(fn, calls[i], name == PER_OP_NO_GC, warm))
         results.append(MicroResult(name, median(times[0]) * 1e6, median(times[1]) * 1e6))
     return results
