@@ -213,3 +213,21 @@ def test_blocked_layers_keep_the_columns_bits(calls, monkeypatch):
     columns = ember_conv(arrays, 1)
     assert direct[0].tobytes() == columns[0].tobytes()
     assert direct[1][0].tobytes() == columns[1][0].tobytes()
+
+
+def test_strided_operands(calls):
+    """Views with other strides (a transposed input, a reversed weight, a sliced output
+    gradient) give the values of their contiguous copies."""
+    arrays = operands(3, 4, 12, 12, 16, (3, 3), True, seed=11)
+    x = np.swapaxes(arrays[0], 2, 3)
+    w = arrays[1][:, :, ::-1]
+    g = np.random.default_rng(12).standard_normal((3, 16, 12, 24)).astype(np.float32)[..., ::2]
+    ts = [ember.tensor(a, requires_grad=True) for a in (x, w, arrays[2])]
+    out = F.conv2d(*ts, padding=1)
+    out.backward(ember.tensor(g))
+    assert calls == ["forward", "weight_grad"]
+    expected, expected_grads = torch_conv([np.ascontiguousarray(x), np.ascontiguousarray(w),
+                                           arrays[2]], 1, np.ascontiguousarray(g))
+    for mine, theirs in zip([out.array] + [t.grad.array for t in ts],
+                            [expected] + expected_grads):
+        assert_float32_close(mine, theirs)
