@@ -230,6 +230,8 @@ def test_every_timed_stretch_starts_after_a_settle_pause(monkeypatch):
     """Session 21 found torch timed while OpenBLAS's idle worker, left spinning by the
     framework before it, shared its second core: epochs, slices, micro batches and
     single timings each begin with ``measure.settle()`` now."""
+    import time
+
     from benchmarks import measure, micro, run
     events: list = []
     monkeypatch.setattr(measure, "settle", lambda: events.append("settle"))
@@ -243,8 +245,12 @@ def test_every_timed_stretch_starts_after_a_settle_pause(monkeypatch):
 
     run._epoch(Runner(), 1, None, None)
     measure.timed(lambda: events.append("call"))
-    micro._per_call(lambda: events.append("call"), 2)
+    micro._per_call(lambda: events.append("call"), 2, warm=0.0)
     assert events == ["settle", "epoch", "settle", "call", "settle", "call", "call"]
+    events.clear()  # a micro round's untimed warm calls come after its pause
+    assert micro._per_call(lambda: events.append("call") or time.sleep(0.002), 2,
+                           warm=0.01) >= 0.002
+    assert events[0] == "settle" and events.count("call") >= 2 + 3
 
 
 def test_settle_outlasts_openblas_spinning_after_a_product():
@@ -297,15 +303,21 @@ def test_trajectory_check_sees_the_same_arithmetic_and_a_different_one(monkeypat
 def test_rss_sampler_sees_a_rise_and_sleeps_between_tracked_stretches():
     """The sampler measures a 64 MB allocation inside track(); outside it, its thread
     waits on an event (timed epochs run untracked: its wake-ups slowed torch)."""
+    import gc
     import time
 
     import numpy as np
 
-    from benchmarks.measure import RssSampler
+    from benchmarks.measure import RssSampler, release_free_memory
     sampler = RssSampler(interval=0.001)
+    # as the benchmark does before a tracked epoch: earlier tests' garbage freed, and the
+    # freed heap given back (ember's malloc tuning keeps big blocks in the heap, where a
+    # new 64 MB array reused 36 MB still resident and rose by 28)
+    gc.collect()
+    release_free_memory()
     with sampler.track() as grown:
         block = np.ones(16 << 20, np.float32)  # 64 MB, touched
-        time.sleep(0.3)  # the sampler's thread gets the GIL and a core even on a busy machine
+        time.sleep(0.3)  # the sampler's thread gets the GIL and a core on a busy machine too
     assert grown[0] >= 48 << 20
     del block
     assert not sampler.active.is_set()
@@ -352,12 +364,12 @@ def test_the_paused_collector_row_times_with_gc_off_and_turns_it_back_on():
 
     from benchmarks import micro
     seen = []
-    micro._per_call(lambda: seen.append(gc.isenabled()), 3, pause_gc=True)
+    micro._per_call(lambda: seen.append(gc.isenabled()), 3, pause_gc=True, warm=0.0)
     assert seen == [False] * 3 and gc.isenabled()
     with pytest.raises(ZeroDivisionError):
-        micro._per_call(lambda: 1 / 0, 1, pause_gc=True)
+        micro._per_call(lambda: 1 / 0, 1, pause_gc=True, warm=0.0)
     assert gc.isenabled()
-    micro._per_call(lambda: seen.append(gc.isenabled()), 1)
+    micro._per_call(lambda: seen.append(gc.isenabled()), 1, warm=0.0)
     assert seen[-1]  # the other rows time with the collector as the process has it
     assert micro.PER_OP_NO_GC in micro.MICRO and micro.PER_OP in micro.MICRO
 
