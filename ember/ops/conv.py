@@ -560,8 +560,8 @@ class Conv2d(Function):
         # for a blocked one whose rows fill the vectors
         self.small = per_sample(window, weight.shape[0])
         self.direct = simd_conv.fits(window, groups, x.dtype) and \
-            (self.small or self.blocked and simd_conv.rows_fill(window))
-        if self.direct:  # small stride-1 layers: no columns (the input serves the backward)
+            (self.small or self.blocked and simd_conv.rows_fill(window.ow))
+        if self.direct:  # no columns: the input, alive anyway as a parent, serves the backward
             self.save(x, weight)
             return simd_conv.forward(x, weight, window, bias)
         if self.blocked:  # the batch in cache-sized blocks; the input serves the backward
@@ -676,11 +676,10 @@ def direct_conv_grads(g: Any, x: Any, weight: Any, win: Window, need: tuple,
     (``simd_conv.weight_grad_fits``), else from columns (on the CIFAR CNN's 16x16 and 32x32
     layers the direct kernel, streaming every sample's gradient per tile, took 2x)."""
     gx = gw = None
-    back = gradient_window(g.shape, win)
-    if need[0] and is_blocked and simd_conv.rows_fill(back) and \
+    # (a blocked layer's input gradient is a stride-1 convolution: ``blocked``)
+    if need[0] and is_blocked and simd_conv.rows_fill(win.w) and \
             win.h * win.w <= GRAD_DIRECT_MAX_WORK * win.oh * win.ow:
-        flipped = flipped_weight(weight, 1)
-        gx = simd_conv.forward(g, flipped, back)
+        gx = simd_conv.forward(g, flipped_weight(weight, 1), gradient_window(g.shape, win))
     elif need[0]:
         gx = blocked_conv_grads(g, x, weight, win, (True, False))[0] if is_blocked else \
             sample_conv_grads(g, None, weight, win, 1, (True, False))[0]

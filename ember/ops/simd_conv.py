@@ -120,12 +120,12 @@ def filled(size: int) -> float:
     return size / (16 * -(-size // 16))
 
 
-def rows_fill(win: Any) -> bool:
-    """Whether a layer's rows of output pixels fill at least ``MIN_LANES`` of the vectors
+def rows_fill(width: int) -> bool:
+    """Whether rows of ``width`` output pixels fill at least ``MIN_LANES`` of the vectors
     they take: where ``forward`` beats the blocked layout's columns and products (the CIFAR
     CNN's 32x32 and 16x16 layers: 24 -> 24 channels 5.9-6.7 -> 4.4-5.4 ms, 48 -> 48 4.4 ->
     3.2 ms; its 8x8 ones, half the lanes empty, 2.2 -> 3.0 ms)."""
-    return filled(win.ow) >= MIN_LANES
+    return filled(width) >= MIN_LANES
 
 
 def weight_grad_fits(win: Any, c_out: int) -> bool:

@@ -44,6 +44,7 @@ GEOMETRIES = [
     (3, 2, 7, 16, 1, (2, 4), 1, False),
     (2, 5, 5, 5, 3, (5, 5), 2, True),
     (2, 3, 8, 10, 24, (3, 3), 1, True),
+    (2, 3, 8, 8, 4, (3, 3), 3, True),  # padding past the kernel's reach: no stride-1 gradient
 ]
 
 
