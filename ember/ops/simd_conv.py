@@ -1,9 +1,12 @@
-"""Direct float32 convolutions on ``simd``'s AVX-512 vectors, for small stride-1 layers.
+"""Direct float32 convolutions on ``simd``'s AVX-512 vectors, for stride-1 layers.
 
 Why: a small layer's im2col and products (LeNet-5's second layer: 16 x 150 by 150 x 100 a
 sample) are short products whose tiles are mostly edge, after a copy of the input 25
 times over. torch's oneDNN computes such layers directly; so does this module, from the
-padded input, with no columns built (docs/performance.md, section 34).
+padded input, with no columns built (docs/performance.md, section 34). ``conv.Conv2d``
+decides which layers run here: every per-sample-sized one, and blocked ones whose output
+rows fill the vectors (the CIFAR CNN's 32x32 and 16x16 layers, whose forward is then the
+columns' products bit for bit, without the columns).
 
 How (``row_kernel``): sixteen output pixels of one output row are one vector, a row of
 ``ow`` pixels ``ceil(ow / 16)`` vectors, the last with ``ow % 16`` lanes stored
@@ -13,14 +16,17 @@ tap two loads of the input and six broadcast weights, so the loop is bound by th
 units (~95% of one core's peak on LeNet-5's first layer; lanes past a row's end are the
 waste: 3/8 for a 10-pixel row).
 
-The weight gradient (``weight_grad_kernel``) is a tile of 6 output channels by 3 taps of
-dot products over the pixels of every sample: each weight's sum over the whole batch stays
-in one register of 16 lanes, added up at the end. Lanes past a row's end load as zeros
-from both operands (``vload_first``), so no 0 * inf appears that the sum would not have.
-It runs where rows fill the vectors (``weight_grad_fits``); the input gradient stays with
-the per-sample layout (``conv.direct_conv_grads``).
+The weight gradient is a tile of dot products over every sample's pixels, each weight's
+sum one vector of 16 lanes: the pixels of a row as the lanes (``weight_grad_kernel``, 6
+output channels by 3 taps) or the output channels (``channel_grad_kernel``, 16 by 12
+taps), whichever fills more of them. The lanes restart every sample and add into the
+tile's totals (``add_into``), which keeps the rounding error at the columns' level. Lanes
+past a row's end load as zeros from both operands (``vload_first``), so no 0 * inf appears
+that the sum would not have. It runs where rows or channels fill the vectors
+(``weight_grad_fits``); the input gradient is ``forward``'s or the layer's layout's
+(``conv.direct_conv_grads``).
 
-The sums run in another order than im2col's products, so results agree with them to
+The sums run in another order than OpenBLAS's products, so results agree with them to
 rounding. Each output depends only on its operands: the same bits on any number of threads.
 """
 
@@ -37,7 +43,7 @@ __all__ = ["fits", "forward", "weight_grad", "weight_grad_fits", "rows_fill", "p
            "MIN_LANES"]
 
 ENABLED = True  # tests and probes switch the direct path off
-MIN_LANES = 0.75  # weight_grad_fits
+MIN_LANES = 0.75  # rows_fill, weight_grad_fits
 CHUNKS = 8  # work items per call, shared out between threads (_on_threads)
 BLOCK_BYTES = 1 << 19  # forward: padded samples per block (half of a core's L2 here)
 SLACK = 16  # elements past a padded input (plus kw) that a row's last vector may read
@@ -46,8 +52,8 @@ _compiled: Any = None
 
 
 def fits(win: Any, groups: int, dtype: Any) -> bool:
-    """Whether a conv2d (one of the per-sample layout's size: ``conv.per_sample``) runs
-    here: ``simd``'s kernels wanted, float32, one group, stride and dilation 1."""
+    """Whether a conv2d can run here (``conv.Conv2d`` decides which do): ``simd``'s kernels
+    wanted, float32, one group, stride and dilation 1."""
     return ENABLED and dtype == xp.float32 and groups == 1 and win.n > 0 and \
         (win.sh, win.sw, win.dh, win.dw) == (1, 1, 1, 1) and bool(_kernels())
 
