@@ -26,7 +26,10 @@ Which layout a conv2d takes: small layers (per-sample work up to ``SAMPLE_MAX_WO
 keep per-sample columns (below; their im2col and col2im are compiled loops when Numba
 is installed, ember/ops/kernels.py); larger stride-1, one-group layers work through the
 batch in cache-sized blocks (ember/ops/conv_blocked.py, the CIFAR CNN's layers); the
-rest (strided, grouped) use the whole-batch (C*kh*kw, M) layout.
+rest (strided, grouped) use the whole-batch (C*kh*kw, M) layout. Where ember's AVX-512
+kernels run (float32, ``simd.wanted()``), the per-sample-sized stride-1 layers, and the
+blocked ones whose output rows fill the vectors, are computed directly instead, without
+columns (ember/ops/simd_conv.py; ``direct_conv_grads`` says which gradients follow).
 """
 
 from __future__ import annotations
