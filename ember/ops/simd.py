@@ -47,8 +47,8 @@ from ember import blas
 from ember.backend import xp
 from ember.ops import kernels
 
-__all__ = ["matmul", "split_product", "SplitWorker", "wanted", "set_wanted", "nn_into",
-           "nt_into", "NT_MIN_K", "SPIN_LOOPS", "SPLIT_MAX_K"]
+__all__ = ["matmul", "split_product", "SplitWorker", "wanted", "vectors_wanted", "set_wanted",
+           "nn_into", "nt_into", "NT_MIN_K", "SPIN_LOOPS", "SPLIT_MAX_K"]
 
 NT_MIN_K = 256
 """``nt``'s shortest inner dimension: each tile ends in adding up 24 vectors of 16 lanes,
@@ -61,7 +61,8 @@ DOT_LANES = (0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15, 16, 24, 20, 2
 r + s]]`` (the order its tree of ``vfold``s ends in)."""
 NN_T = True  # transposed b with whole panels on nn (pack_panel_t), not nt (probes switch)
 _compiled: Any = None  # the kernels, made on first use, or False without Numba
-_wanted: bool | None = None  # None: decide from the CPU and the BLAS on first use
+_wanted: bool | None = None  # set_wanted's override; None: decide from the CPU and the BLAS
+_decided: dict = {}  # those decisions, made on first use ("products", "vectors")
 CLAIM_BITS = 8
 """The claim word is ``number << 2 * CLAIM_BITS | parts << CLAIM_BITS | next part``: a job
 carries its own part count, so a worker that looks late never compares an old job's next
@@ -313,16 +314,33 @@ def _vector_type(numba: Any, models: Any, register_model: Any, vector: Any) -> A
 def wanted() -> bool:
     """Whether ``matmul`` runs float32 products here: Numba's kernels on, and (decided once)
     an AVX-512 CPU whose NumPy BLAS runs kernels without it. ``set_wanted`` overrides."""
-    global _wanted, _compiled
+    return _on("products")
+
+
+def vectors_wanted() -> bool:
+    """Whether ember's own vector kernels may run here at all, whatever NumPy's BLAS: Numba's
+    kernels on and an AVX-512 CPU, or ``set_wanted``'s override. The direct convolutions of
+    small layers (``simd_conv``) use this: they beat OpenBLAS's products with its own
+    AVX-512 kernels too (docs/performance.md, section 34)."""
+    return _on("vectors")
+
+
+def _on(use: str) -> bool:
+    """``wanted`` ("products") or ``vectors_wanted`` ("vectors"), the kernels compiled on
+    the first yes."""
+    global _compiled
     if not kernels.enabled(xp.float32):
         return False
-    if _wanted is None:
-        _wanted = _cpu_has_avx512() and not _blas_has_avx512()
-    if _wanted and _compiled is None:
+    on = _wanted
+    if on is None:
+        if use not in _decided:  # once: asking the CPU and the BLAS is not free
+            _decided[use] = _cpu_has_avx512() and (use == "vectors" or not _blas_has_avx512())
+        on = _decided[use]
+    if on and _compiled is None:
         with _lock:
             if _compiled is None:
                 _compiled = _compile()
-    return bool(_wanted and _compiled)
+    return bool(on and _compiled)
 
 
 def set_wanted(on: bool | None) -> bool | None:
@@ -330,6 +348,7 @@ def set_wanted(on: bool | None) -> bool | None:
     (None); returns the previous setting. Tests and probes switch them to compare."""
     global _wanted
     previous, _wanted = _wanted, on
+    _decided.clear()
     return previous
 
 

@@ -52,16 +52,16 @@ _compiled: Any = None
 
 
 def fits(win: Any, groups: int, dtype: Any) -> bool:
-    """Whether a conv2d can run here (``conv.Conv2d`` decides which do): ``simd``'s kernels
-    wanted, float32, one group, stride and dilation 1."""
+    """Whether a conv2d can run here (``conv.Conv2d`` decides which do): an AVX-512 CPU
+    (``simd.vectors_wanted``), float32, one group, stride and dilation 1."""
     return ENABLED and dtype == xp.float32 and groups == 1 and win.n > 0 and \
         (win.sh, win.sw, win.dh, win.dw) == (1, 1, 1, 1) and bool(_kernels())
 
 
 def _kernels() -> Any:
-    """The compiled kernels where ``simd.wanted()``, else None (compiled once)."""
+    """The compiled kernels where ``simd.vectors_wanted()``, else None (compiled once)."""
     global _compiled
-    if not simd.wanted():
+    if not simd.vectors_wanted():
         return None
     if _compiled is None:
         with _lock:

@@ -142,8 +142,10 @@ def test_wanted_on_avx512_cpus_whose_blas_lacks_it(monkeypatch, avx512, kernel_s
     previous = simd.set_wanted(None)
     try:
         assert simd.wanted() is expected
+        assert simd.vectors_wanted() is avx512  # the direct convolutions: whatever the BLAS
         kernels.set_enabled(False)
         assert simd.wanted() is False  # EMBER_NUMBA=0 switches these off too
+        assert simd.vectors_wanted() is False
     finally:
         kernels.set_enabled(True)
         simd.set_wanted(previous)

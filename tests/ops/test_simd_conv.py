@@ -232,3 +232,17 @@ def test_strided_operands(calls):
     for mine, theirs in zip([out.array] + [t.grad.array for t in ts],
                             [expected] + expected_grads):
         assert_float32_close(mine, theirs)
+
+
+def test_blocked_layers_stay_blocked_where_the_products_are_the_blas(calls, monkeypatch):
+    """With a BLAS that has AVX-512 kernels of its own (``simd.wanted()`` False, the vectors
+    still wanted: ``simd.vectors_wanted``), small layers run direct and blocked ones keep the
+    blocked layout (Winograd's forward there was not measured against the direct one)."""
+    monkeypatch.setattr(simd, "wanted", lambda: False)
+    small = operands(2, 3, 12, 12, 8, (3, 3), False, seed=13)
+    ember_conv(small, 1)
+    assert calls == ["forward", "weight_grad"]
+    calls.clear()
+    monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
+    ember_conv(operands(3, 8, 16, 16, 12, (3, 3), False, seed=14), 1)
+    assert calls == []
