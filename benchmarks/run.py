@@ -202,6 +202,15 @@ def simd_in_use() -> str:
     return "off (no Numba, no AVX-512, or NumPy's BLAS uses AVX-512 itself): NumPy's products"
 
 
+def direct_in_use() -> str:
+    """Whether small layers' float32 convolutions run direct on ember's AVX-512 vectors."""
+    from ember.ops import simd_conv
+    if simd_conv.enabled():
+        return ("on (this CPU has AVX-512): small layers, and blocked ones where the products "
+                "above are on and output rows fill the vectors")
+    return "off (no Numba or no AVX-512): im2col and products"
+
+
 def header(args: argparse.Namespace, peak: dict, threads: int, sources: list[str]) -> list[str]:
     import torch
 
@@ -219,6 +228,7 @@ def header(args: argparse.Namespace, peak: dict, threads: int, sources: list[str
         f"- NumPy's BLAS (ember's and the NumPy reference's products): {measure.blas_summary()}",
         f"- ember's compiled kernels (ember/ops/kernels.py): {kernels_in_use()}",
         f"- ember's AVX-512 products for convolutions (ember/ops/simd.py): {simd_in_use()}",
+        f"- ember's direct convolutions (ember/ops/simd_conv.py): {direct_in_use()}",
         f"- float32 GEMM peak measured in this run (best of {PEAK[args.quick][1]} products of "
         f"{PEAK[args.quick][0]}² matrices): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items())
         + " GFLOP/s; '% peak' divides by the largest",

@@ -96,6 +96,7 @@ def test_header_names_threads_peak_and_data(quick_report):
     assert "- Data: MNIST" in quick_report
     assert "- NumPy's BLAS (ember's and the NumPy reference's products): " in quick_report
     assert "- ember's AVX-512 products for convolutions (ember/ops/simd.py): " in quick_report
+    assert "- ember's direct convolutions (ember/ops/simd_conv.py): " in quick_report
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -104,6 +105,17 @@ def test_header_says_whether_the_simd_products_ran(monkeypatch, on):
     from ember.ops import simd
     monkeypatch.setattr(simd, "wanted", lambda: on)
     assert run.simd_in_use().startswith("on (" if on else "off (")
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_header_says_whether_the_direct_convolutions_ran(monkeypatch, on):
+    from benchmarks import run
+    from ember.ops import simd
+    previous = simd.set_wanted(on)
+    try:
+        assert run.direct_in_use().startswith("on (" if on else "off (")
+    finally:
+        simd.set_wanted(previous)
 
 
 def test_blas_summary_names_the_kernels_and_what_forced_them(monkeypatch):

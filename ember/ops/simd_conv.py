@@ -39,8 +39,8 @@ from typing import Any
 from ember.backend import xp
 from ember.ops import conv_blocked, kernels, simd
 
-__all__ = ["fits", "forward", "weight_grad", "weight_grad_fits", "rows_fill", "padded", "ENABLED",
-           "MIN_LANES"]
+__all__ = ["enabled", "fits", "forward", "weight_grad", "weight_grad_fits", "rows_fill",
+           "padded", "ENABLED", "MIN_LANES"]
 
 ENABLED = True  # tests and probes switch the direct path off
 MIN_LANES = 0.75  # rows_fill, weight_grad_fits
@@ -51,11 +51,17 @@ _lock = threading.Lock()
 _compiled: Any = None
 
 
+def enabled() -> bool:
+    """Whether the direct convolutions run in this process: ``ENABLED`` and an AVX-512 CPU
+    with Numba (``simd.vectors_wanted``)."""
+    return ENABLED and bool(_kernels())
+
+
 def fits(win: Any, groups: int, dtype: Any) -> bool:
-    """Whether a conv2d can run here (``conv.Conv2d`` decides which do): an AVX-512 CPU
-    (``simd.vectors_wanted``), float32, one group, stride and dilation 1."""
-    return ENABLED and dtype == xp.float32 and groups == 1 and win.n > 0 and \
-        (win.sh, win.sw, win.dh, win.dw) == (1, 1, 1, 1) and bool(_kernels())
+    """Whether a conv2d can run here (``conv.Conv2d`` decides which do): ``enabled()``,
+    float32, one group, stride and dilation 1."""
+    return dtype == xp.float32 and groups == 1 and win.n > 0 and \
+        (win.sh, win.sw, win.dh, win.dw) == (1, 1, 1, 1) and enabled()
 
 
 def _kernels() -> Any:
