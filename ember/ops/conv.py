@@ -557,12 +557,12 @@ class Conv2d(Function):
 
     def forward(self, x, weight, bias=None, *, window, groups):
         self.window, self.groups, self.has_bias = window, groups, bias is not None
+        self.small = per_sample(window, weight.shape[0])
         self.blocked = blocked(window, groups) and not stays_per_sample(window, weight.shape[0])
-        self.per_sample = not self.blocked and per_sample(window, weight.shape[0])
+        self.per_sample = not self.blocked and self.small
         # direct for any batch size of a per-sample-sized layer (it builds no columns), and
         # for a blocked one whose rows fill the vectors, where the blocked layout's products
         # would be simd's (against OpenBLAS's AVX-512 ones and Winograd: not measured)
-        self.small = per_sample(window, weight.shape[0])
         self.direct = simd_conv.fits(window, groups, x.dtype) and (self.small or (
             self.blocked and simd_conv.rows_fill(window.ow) and simd.wanted()))
         if self.direct:  # no columns: the input, alive anyway as a parent, serves the backward
