@@ -47,7 +47,6 @@ __all__ = ["Window", "conv2d", "conv1d", "conv_transpose2d", "to_columns", "from
 
 WIDE_OVERHEAD = 0.5  # compute wide rows when the garbage columns cost at most this fraction
 GRAD_CONV_MAX_RATIO = 2.0  # input gradient as a convolution while C_out <= this * C_in
-GRAD_DIRECT_MAX_WORK = 1.25  # direct input gradient: its share of the forward's work at most
 BACK_COLUMNS_BYTES = 32 << 20  # the backward columns of a stride-1 conv, batch slice by slice
 BLOCKED = True  # stride-1 layers above the per-sample size: conv_blocked (tests switch it off)
 
@@ -670,19 +669,14 @@ def blocked_conv_grads(g: Any, x: Any, weight: Any, win: Window, need: tuple) ->
 
 def direct_conv_grads(g: Any, x: Any, weight: Any, win: Window, need: tuple,
                       is_blocked: bool, small: bool) -> tuple:
-    """Gradients of a ``simd_conv`` forward. The input gradient: for a blocked layer whose
-    rows fill the vectors, ``simd_conv.forward`` of the output gradient with the flipped
-    kernel (the blocked layout's way, without columns), unless the padded gradient makes
-    that convolution more than ``GRAD_DIRECT_MAX_WORK`` times the forward's multiplications
-    (LeNet-5's second layer: 14x14 against 10x10 pixels, 1.96x; no faster than its
-    per-sample columns); otherwise as the layer's layout makes it. The weight gradient:
+    """Gradients of a ``simd_conv`` forward. The input gradient: ``simd_conv.forward`` of
+    the output gradient with the flipped kernel where input rows fill the vectors
+    (``direct_input_grad``); otherwise as the layer's layout makes it. The weight gradient:
     direct for a small layer whose pixels' rows or channels fill the vectors
     (``simd_conv.weight_grad_fits``), else from columns (on the CIFAR CNN's 16x16 and 32x32
     layers the direct kernel, streaming every sample's gradient per tile, took 2x)."""
     gx = gw = None
-    # (a blocked layer's input gradient is a stride-1 convolution: ``blocked``)
-    if need[0] and is_blocked and simd_conv.rows_fill(win.w) and \
-            win.h * win.w <= GRAD_DIRECT_MAX_WORK * win.oh * win.ow:
+    if need[0] and direct_input_grad(weight, win, is_blocked):
         gx = simd_conv.forward(g, flipped_weight(weight, 1), gradient_window(g.shape, win))
     elif need[0]:
         gx = blocked_conv_grads(g, x, weight, win, (True, False))[0] if is_blocked else \
@@ -695,6 +689,19 @@ def direct_conv_grads(g: Any, x: Any, weight: Any, win: Window, need: tuple,
         n, c_out = g.shape[:2]
         gw = streamed_weight_grad(g.reshape(n, c_out, -1), x, win, 1).reshape(weight.shape)
     return gx, gw
+
+
+def direct_input_grad(weight: Any, win: Window, is_blocked: bool) -> bool:
+    """Whether a direct layer's input gradient runs as ``simd_conv.forward`` of the padded
+    output gradient: its input rows fill the vectors, and either the layer is blocked (whose
+    own path convolves the same padded gradient, so an infinite weight meets the padding's
+    zeros either way) or the weight is finite. The forward skips the padding's rows then
+    (``simd_conv.forward``), which made LeNet-5's second layer's gradient, 14x14 pixels from
+    a 10x10 gradient padded to 18x18, 261 -> 199 us against its per-sample columns; a
+    per-sample layer's columns never meet the padding, so a weight with an inf or NaN keeps
+    them and their NaN pattern (torch's)."""
+    return simd_conv.rows_fill(win.w) and gradient_padding(win) is not None and \
+        (is_blocked or bool(xp.isfinite(weight).all()))
 
 
 def conv_grads(g: Any, cols: Any, weight: Any, win: Window, groups: int, need: tuple) -> tuple:

@@ -81,8 +81,9 @@ def test_direct_conv_matches_torch(calls, n, c, h, w, c_out, kernel, padding, bi
     arrays = operands(n, c, h, w, c_out, kernel, bias, seed=n * 100 + c_out)
     out, grads, g = ember_conv(arrays, padding)
     win = conv.conv_window("conv2d", arrays[0].shape, arrays[1].shape, 1, padding, 1)
-    direct_grad = simd_conv.weight_grad_fits(win, c_out)
-    assert calls == ["forward"] + (["weight_grad"] if direct_grad else [])
+    direct_gx = conv.direct_input_grad(arrays[1], win, False)
+    direct_gw = simd_conv.weight_grad_fits(win, c_out)
+    assert calls == ["forward"] * (1 + direct_gx) + ["weight_grad"] * direct_gw
     expected, expected_grads = torch_conv(arrays, padding, g)
     assert_float32_close(out, expected)
     for mine, theirs in zip(grads, expected_grads):
@@ -95,7 +96,7 @@ def test_same_bits_on_one_thread_and_two(calls, monkeypatch):
     one = ember_conv(arrays, 1)
     monkeypatch.setattr(blas, "get_num_threads", lambda: 3)  # two halves, on two threads
     two = ember_conv(arrays, 1)
-    assert calls == ["forward", "weight_grad"] * 2
+    assert calls == ["forward", "forward", "weight_grad"] * 2
     assert one[0].tobytes() == two[0].tobytes()
     for a, b in zip(one[1], two[1]):
         assert a.tobytes() == b.tobytes()
@@ -110,7 +111,7 @@ def test_non_finite_inputs_give_torchs_non_finite_outputs(calls, w, c_out):
     x = arrays[0]
     x[0, 0, 0, 0], x[1, 1, 8, w - 1], x[0, 1, 4, 0] = np.inf, -np.inf, np.inf
     out, grads, g = ember_conv(arrays, 1)
-    assert calls == ["forward", "weight_grad"]
+    assert calls == ["forward"] * (1 + (w == 28)) + ["weight_grad"]  # rows of 28 fill
     expected, expected_grads = torch_conv(arrays, 1, g)
     for got, exact in [(out, expected)] + list(zip(grads, expected_grads)):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(exact))
@@ -119,6 +120,41 @@ def test_non_finite_inputs_give_torchs_non_finite_outputs(calls, w, c_out):
         finite = np.isfinite(exact)
         assert finite.any()
         assert_float32_close(got[finite], exact[finite])
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_non_finite_weight_meets_the_padding_as_in_torch(calls, padding):
+    """An infinite weight on a per-sample-sized layer: torch's (float64, im2col) NaN and inf
+    pattern. Its forward then multiplies the padding's zero rows too, and its input
+    gradient stays with the columns, which never meet the padded gradient's zeros."""
+    arrays = operands(2, 2, 9, 28, 7, (3, 3), True, seed=15)
+    arrays[1][3, 1, 0, 2], arrays[1][5, 0, 2, 1] = np.inf, -np.inf
+    out, grads, g = ember_conv(arrays, padding)
+    assert calls == ["forward", "weight_grad"]
+    expected, expected_grads = torch_conv(arrays, padding, g)
+    for got, exact in [(out, expected)] + list(zip(grads, expected_grads)):
+        for kind in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(kind(got), kind(exact))
+    assert np.isnan(expected).any() == (padding > 0) and np.isinf(expected_grads[0]).any()
+
+
+@pytest.mark.parametrize("x_shape, c_out, kernel, padding", [((3, 1, 28, 28), 6, (5, 5), 2),
+                                                             ((3, 16, 10, 10), 6, (5, 5), 4),
+                                                             ((2, 3, 16, 17), 8, (3, 3), (2, 1))])
+def test_skipping_the_paddings_rows_keeps_the_bits(calls, monkeypatch, x_shape, c_out, kernel,
+                                                   padding):
+    """The forward skips kernel rows that fall on padding (LeNet-5's first layer; its second
+    layer's input gradient, a 10x10 gradient padded by 4; padding taller than wide): FMAs
+    that would add exact zeros, so the bits are those of the full sums."""
+    arrays = operands(x_shape[0], x_shape[1], *x_shape[2:], c_out, kernel, True, seed=16)
+    win = conv.conv_window("conv2d", x_shape, arrays[1].shape, 1, padding, 1)
+    skipped = simd_conv.forward(arrays[0], arrays[1], win, arrays[2])
+    monkeypatch.setattr(simd_conv, "SKIP_PADDING", False)
+    full = simd_conv.forward(arrays[0], arrays[1], win, arrays[2])
+    assert skipped.tobytes() == full.tobytes() and calls == ["forward", "forward"]
+    exact = TF.conv2d(*(torch.tensor(a.astype(np.float64)) for a in arrays[:2]),
+                      torch.tensor(arrays[2].astype(np.float64)), padding=padding).numpy()
+    assert_float32_close(skipped, exact)
 
 
 @pytest.mark.parametrize("ow, c_out, fits", [(10, 7, False), (12, 7, True), (16, 1, True),
@@ -156,13 +192,13 @@ def test_switched_off_and_unwanted(calls, monkeypatch):
 def test_direct_forward_for_a_batch_the_columns_would_block(calls, monkeypatch):
     """A per-sample-sized layer whose whole batch of columns would be too big for the
     per-sample layout (LeNet-5 at inference's batch of 1000) still runs direct: it builds no
-    columns. Its input gradient then comes from the blocked layout."""
+    columns), and so do its input and weight gradients."""
     monkeypatch.setattr(conv, "SAMPLE_MAX_COLUMNS_BYTES", 1)
     arrays = operands(3, 6, 14, 14, 16, (5, 5), True, seed=7)
     win = conv.conv_window("conv2d", arrays[0].shape, arrays[1].shape, 1, 0, 1)
     assert conv.blocked(win, 1) and not conv.stays_per_sample(win, 16)
     out, grads, g = ember_conv(arrays, 0)
-    assert calls == ["forward", "weight_grad"]
+    assert calls == ["forward", "forward", "weight_grad"]
     expected, expected_grads = torch_conv(arrays, 0, g)
     for mine, theirs in zip([out] + grads, [expected] + expected_grads):
         assert_float32_close(mine, theirs)
@@ -194,7 +230,7 @@ def test_weight_gradient_over_a_batch_is_as_accurate_as_the_columns(calls, monke
     (One chain over the batch had 3.5x and 7x their error.)"""
     arrays = operands(96, c, hw, hw, c_out, kernel, False, seed=9)
     _, (_, direct), g = ember_conv(arrays, padding)
-    assert calls == ["forward", "weight_grad"]
+    assert calls == ["forward", "forward", "weight_grad"]
     monkeypatch.setattr(simd_conv, "ENABLED", False)
     _, (_, columns), _ = ember_conv(arrays, padding)
     exact = torch_conv(arrays, padding, g)[1][1]
@@ -226,7 +262,7 @@ def test_strided_operands(calls):
     ts = [ember.tensor(a, requires_grad=True) for a in (x, w, arrays[2])]
     out = F.conv2d(*ts, padding=1)
     out.backward(ember.tensor(g))
-    assert calls == ["forward", "weight_grad"]
+    assert calls == ["forward", "forward", "weight_grad"]
     expected, expected_grads = torch_conv([np.ascontiguousarray(x), np.ascontiguousarray(w),
                                            arrays[2]], 1, np.ascontiguousarray(g))
     for mine, theirs in zip([out.array] + [t.grad.array for t in ts],
@@ -241,7 +277,7 @@ def test_blocked_layers_stay_blocked_where_the_products_are_the_blas(calls, monk
     monkeypatch.setattr(simd, "wanted", lambda: False)
     small = operands(2, 3, 12, 12, 8, (3, 3), False, seed=13)
     ember_conv(small, 1)
-    assert calls == ["forward", "weight_grad"]
+    assert calls == ["forward", "forward", "weight_grad"]
     calls.clear()
     monkeypatch.setattr(conv, "SAMPLE_LAYOUT", False)
     ember_conv(operands(3, 8, 16, 16, 12, (3, 3), False, seed=14), 1)
