@@ -122,6 +122,8 @@ def spread(g: Any, win: Window, which: Any = None) -> Any:
     The masked share is formed in a contiguous buffer first: arithmetic on the strided
     offset views is several times slower than one strided copy. Big batches are split
     between threads by samples (ember.parallel)."""
+    if which is not None and compiled_2x2(win, g.dtype):
+        return unpadded(kernels.max_pool_2x2_grad(g, which, win), win)
     if which is not None and kernels.enabled(g.dtype):
         img = xp.zeros((win.n, win.c, win.hp, win.wp), g.dtype)
         kernels.max_pool_grad_into(g, which, img, win)

@@ -124,6 +124,7 @@ def test_switching_the_kernels_off_takes_the_numpy_copies(monkeypatch):
         monkeypatch.setattr(kernels, "im2col", None)  # would raise if called
         monkeypatch.setattr(kernels, "col2im_into", None)
         monkeypatch.setattr(kernels, "max_pool_grad_into", None)
+        monkeypatch.setattr(kernels, "max_pool_2x2_grad", None)
         x = ember.tensor(np.ones((2, 6, 14, 14)), requires_grad=True)
         w = ember.tensor(np.ones((16, 6, 5, 5)), requires_grad=True)
         F.max_pool2d(F.conv2d(x, w), 2).sum().backward()
@@ -354,11 +355,21 @@ def test_compiled_2x2_max_pool_reads_strided_inputs_and_splits_by_samples(with_k
     rng = np.random.default_rng(13)
     base = rng.standard_normal((6, 8, 10, 3))
     x = ember.tensor(base).permute(0, 3, 1, 2)  # (6, 3, 8, 10), not contiguous
-    single = F.max_pool2d(x, 2).array
+    g = ember.tensor(rng.standard_normal((6, 3, 4, 5)))
+
+    def pooled_and_grad():
+        xt = x.detach().requires_grad_()
+        out = F.max_pool2d(xt, 2)
+        out.backward(g)
+        return out.array, xt.grad.array
+    single, single_grad = pooled_and_grad()
     monkeypatch.setattr(parallel, "MIN_BYTES", 0)
     monkeypatch.setattr(parallel, "_enabled", True)
     monkeypatch.setattr(blas, "get_num_threads", lambda: 3)
-    np.testing.assert_array_equal(F.max_pool2d(x, 2).array, single)
+    split, split_grad = pooled_and_grad()
+    np.testing.assert_array_equal(split, single)
+    np.testing.assert_array_equal(split_grad, single_grad)
+    assert np.count_nonzero(single_grad) == g.array.size  # one maximum a window
     expected = TF.max_pool2d(torch.tensor(base).permute(0, 3, 1, 2), 2)
     np.testing.assert_array_equal(single, expected.numpy().astype(single.dtype))
 
